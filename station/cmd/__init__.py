@@ -1,0 +1,1 @@
+"""Subcommands of the ``station`` CLI, one module each (see station/cli.py)."""
