@@ -1,0 +1,410 @@
+"""Automatic quality checks (QC) of a recorded session, computed once on the reviewer side.
+
+The seat cannot decrypt what it recorded, so QC runs where a reviewer identity is available
+(``station sessions --remote --qc`` or the review window): it decodes the session once, measures
+
+* the share of camera time with a face (OpenCV Haar cascade, sampled at ``CAMERA_SAMPLE_HZ``),
+* the share of camera time that is black or covered,
+* the shares of silent and clipped audio,
+* the audio/video start offset,
+* drops and gaps reported in the segment manifests,
+* required script steps (policy ``session.required_steps``) present and in order, consent,
+* the masking summary from the manifests,
+
+and compares them with the policy thresholds ``qc.*``. The result (:class:`QcReport`, a JSON
+document) is sealed for the session's own recipients and stored beside the session as
+``qc.json.drseg`` (see :mod:`station.review.catalog`), so the catalog can flag failing sessions
+without decoding media again.
+
+The analysis classes take decoded numpy frames and samples and know nothing about storage or
+containers; :func:`analyse_session` wires them to the playback engine.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from station.clock import utc_now_iso
+
+QC_VERSION = 1
+QC_FILE = "qc.json.drseg"
+CAMERA_SAMPLE_HZ = 2.0      # face / black checks per second of camera time
+AUDIO_WINDOW_S = 0.05       # silence is judged per 50 ms window
+SILENCE_DBFS = -50.0        # a window quieter than this is silent
+CLIP_LEVEL = 0.985          # |sample| at or above this (full scale 1.0) is clipped
+BLACK_MEAN_MAX = 28.0       # mean luma of a covered / black camera frame
+BLACK_STD_MAX = 12.0        # ... and its spread (a dark but textured room is not "covered")
+FACE_WIDTH_PX = 320         # frames are scaled to this width before face detection
+
+# Flags a session can carry; the catalog filters on them.
+NO_FACE = "no-face"
+CAMERA_COVERED = "camera-covered"
+SILENCE = "silence"
+CLIPPING = "clipping"
+AV_OFFSET = "av-offset"
+DROPS = "drops"
+GAPS = "gaps"
+MISSING_STEP = "missing-step"
+STEPS_OUT_OF_ORDER = "steps-out-of-order"
+NO_CONSENT = "no-consent"
+NO_CAMERA = "no-camera"
+NO_AUDIO = "no-audio"
+NOT_INTACT = "not-intact"
+ALL_FLAGS = (NO_FACE, CAMERA_COVERED, SILENCE, CLIPPING, AV_OFFSET, DROPS, GAPS, MISSING_STEP,
+             STEPS_OUT_OF_ORDER, NO_CONSENT, NO_CAMERA, NO_AUDIO, NOT_INTACT)
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    face_min_share: float = 0.6
+    black_max_share: float = 0.1
+    silence_max_share: float = 0.6
+    clip_max_share: float = 0.01
+    av_offset_max_ms: int = 200
+    required_steps: tuple[str, ...] = ()
+    consent_required: bool = True
+
+    @classmethod
+    def from_policy(cls, policy: Any) -> Thresholds:
+        q = policy.qc
+        return cls(face_min_share=q.face_min_share, black_max_share=q.black_max_share,
+                   silence_max_share=q.silence_max_share, clip_max_share=q.clip_max_share,
+                   av_offset_max_ms=q.av_offset_max_ms,
+                   required_steps=tuple(policy.session.required_steps),
+                   consent_required=bool(policy.session.consent_required))
+
+
+def _gray(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if frame.ndim == 2:
+        return frame
+    if frame.shape[2] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2GRAY)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+
+
+def is_black(gray: np.ndarray) -> bool:
+    """A covered lens or a dead camera: dark and nearly uniform."""
+    small = gray[::4, ::4]
+    return float(small.mean()) < BLACK_MEAN_MAX and float(small.std()) < BLACK_STD_MAX
+
+
+class FaceDetector:
+    """Frontal face present in a frame (OpenCV's Haar cascade, shipped inside OpenCV)."""
+
+    def __init__(self) -> None:
+        import cv2
+
+        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        self._cascade = cv2.CascadeClassifier(path)
+        if self._cascade.empty():
+            raise RuntimeError(f"cannot load the face cascade {path}")
+
+    def has_face(self, gray: np.ndarray) -> bool:
+        import cv2
+
+        h, w = gray.shape[:2]
+        if w > FACE_WIDTH_PX:
+            gray = cv2.resize(gray, (FACE_WIDTH_PX, max(1, round(h * FACE_WIDTH_PX / w))),
+                              interpolation=cv2.INTER_AREA)
+        gray = cv2.equalizeHist(gray)
+        faces = self._cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=4, minSize=(24, 24))
+        return len(faces) > 0
+
+
+@dataclass
+class Span:
+    """A stretch of session time [start_s, end_s) carrying a QC flag (drawn on the timeline)."""
+
+    flag: str
+    start_s: float
+    end_s: float
+
+
+def _spans(flag: str, marks: Sequence[tuple[float, bool]], step_s: float) -> list[Span]:
+    out: list[Span] = []
+    for t, on in marks:
+        if not on:
+            continue
+        if out and t - out[-1].end_s <= step_s * 1.5:
+            out[-1].end_s = t + step_s
+        else:
+            out.append(Span(flag, t, t + step_s))
+    return out
+
+
+@dataclass
+class CameraQc:
+    """Feed decoded camera frames in time order; samples them at ``sample_hz``."""
+
+    sample_hz: float = CAMERA_SAMPLE_HZ
+    detector: FaceDetector | None = None
+    samples: int = 0
+    faces: int = 0
+    blacks: int = 0
+    first_pts_s: float | None = None
+    _next_s: float = -math.inf
+    _face_marks: list[tuple[float, bool]] = field(default_factory=list)
+    _black_marks: list[tuple[float, bool]] = field(default_factory=list)
+
+    def wants(self, t_s: float) -> bool:
+        """Whether a frame at t_s would be sampled (lets callers skip colour conversion)."""
+        return t_s >= self._next_s
+
+    def add(self, frame: np.ndarray, t_s: float) -> None:
+        if self.first_pts_s is None:
+            self.first_pts_s = t_s
+        if not self.wants(t_s):
+            return
+        self._next_s = max(self._next_s + 1 / self.sample_hz, t_s) if self._next_s > -math.inf \
+            else t_s + 1 / self.sample_hz
+        if self.detector is None:
+            self.detector = FaceDetector()
+        gray = _gray(frame)
+        black = is_black(gray)
+        face = (not black) and self.detector.has_face(gray)
+        self.samples += 1
+        self.blacks += black
+        self.faces += face
+        self._black_marks.append((t_s, black))
+        self._face_marks.append((t_s, not face and not black))
+
+    @property
+    def face_share(self) -> float | None:
+        return self.faces / self.samples if self.samples else None
+
+    @property
+    def black_share(self) -> float | None:
+        return self.blacks / self.samples if self.samples else None
+
+    def spans(self) -> list[Span]:
+        step = 1 / self.sample_hz
+        return _spans(CAMERA_COVERED, self._black_marks, step) + _spans(NO_FACE, self._face_marks, step)
+
+
+@dataclass
+class AudioQc:
+    """Feed decoded audio blocks in time order (float in [-1, 1] or int16; any channel count)."""
+
+    windows: int = 0
+    silent_windows: int = 0
+    samples: int = 0
+    clipped: int = 0
+    first_pts_s: float | None = None
+    rate_hz: int = 0
+    _carry: np.ndarray | None = None
+    _carry_t: float = 0.0
+    _silent_marks: list[tuple[float, bool]] = field(default_factory=list)
+
+    def add(self, block: np.ndarray, rate_hz: int, t_s: float) -> None:
+        x = np.asarray(block)
+        if x.dtype == np.int16:
+            x = x.astype(np.float32) / 32768.0
+        elif x.dtype != np.float32:
+            x = x.astype(np.float32)
+        if x.ndim == 2:
+            x = np.abs(x).max(axis=1) if x.shape[1] > 1 else x[:, 0]
+        if self.first_pts_s is None:
+            self.first_pts_s = t_s
+        self.rate_hz = rate_hz
+        self.samples += x.size
+        self.clipped += int(np.count_nonzero(np.abs(x) >= CLIP_LEVEL))
+        if self._carry is not None and self._carry.size:
+            x = np.concatenate([self._carry, x])
+            t_s = self._carry_t
+        win = max(1, int(rate_hz * AUDIO_WINDOW_S))
+        n = x.size // win
+        if n:
+            rms = np.sqrt(np.mean(np.square(x[: n * win].reshape(n, win), dtype=np.float64), axis=1))
+            silent = rms < 10 ** (SILENCE_DBFS / 20)
+            self.windows += n
+            self.silent_windows += int(silent.sum())
+            for i in range(n):
+                self._silent_marks.append((t_s + i * AUDIO_WINDOW_S, bool(silent[i])))
+        self._carry = x[n * win:]
+        self._carry_t = t_s + n * AUDIO_WINDOW_S
+
+    @property
+    def silent_share(self) -> float | None:
+        return self.silent_windows / self.windows if self.windows else None
+
+    @property
+    def clipped_share(self) -> float | None:
+        return self.clipped / self.samples if self.samples else None
+
+    def spans(self, min_s: float = 2.0) -> list[Span]:
+        """Silent stretches of at least min_s (shorter pauses in speech are normal)."""
+        return [s for s in _spans(SILENCE, self._silent_marks, AUDIO_WINDOW_S) if s.end_s - s.start_s >= min_s]
+
+
+# --- operation log: script steps and consent --------------------------------------------------
+
+def event_kind(event: Mapping[str, Any]) -> str:
+    return str(event.get("kind") or event.get("type") or event.get("event") or "")
+
+
+def step_name(event: Mapping[str, Any]) -> str | None:
+    """The script step an operation-log event marks, if any."""
+    kind = event_kind(event)
+    if kind in ("script_step", "step", "script-step", "script.step"):
+        name = event.get("step") or event.get("name") or event.get("id")
+        return str(name) if name else None
+    if kind == "marker" and (event.get("step") or event.get("category") == "step"):
+        name = event.get("step") or event.get("name")
+        return str(name) if name else None
+    return None
+
+
+def is_consent(event: Mapping[str, Any]) -> bool:
+    """An event recording the customer's consent (given, not refused)."""
+    kind = event_kind(event)
+    if kind not in ("consent", "consent_given", "consent-given", "consent.given"):
+        return kind == "marker" and event.get("name") == "consent"
+    return event.get("accepted", event.get("granted", event.get("given", True))) not in (False, "no", "refused")
+
+
+def check_steps(step_events: Sequence[str], required: Sequence[str]) -> dict[str, Any]:
+    """Required steps present, and in the required order (first occurrence of each)."""
+    first: dict[str, int] = {}
+    for i, name in enumerate(step_events):
+        first.setdefault(name, i)
+    missing = [s for s in required if s not in first]
+    present = [s for s in required if s in first]
+    order = sorted(present, key=lambda s: first[s])
+    return {"required": list(required), "seen": list(dict.fromkeys(step_events)), "missing": missing,
+            "in_order": order == present, "order_seen": order}
+
+
+# --- manifests: drops, gaps, masking -----------------------------------------------------------
+
+def _sum_key(obj: Any, names: tuple[str, ...]) -> int:
+    if isinstance(obj, Mapping):
+        total = 0
+        for k, v in obj.items():
+            if k in names and isinstance(v, (int, float)) and not isinstance(v, bool):
+                total += int(v)
+            else:
+                total += _sum_key(v, names)
+        return total
+    if isinstance(obj, list):
+        return sum(_sum_key(v, names) for v in obj)
+    return 0
+
+
+def manifest_summary(stats_list: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Drops, gaps and masking totals over the segments' manifest ``stats``."""
+    drops = 0
+    gaps: list[Any] = []
+    masking: dict[str, float] = {}
+    for stats in stats_list:
+        drops += _sum_key(stats, ("dropped", "drops", "frames_dropped", "overflows"))
+        g = stats.get("gaps")
+        if isinstance(g, list):
+            gaps.extend(g)
+        elif isinstance(g, (int, float)) and g:
+            gaps.extend([{}] * int(g))
+        m = stats.get("masking")
+        if isinstance(m, Mapping):
+            for k, v in m.items():
+                if isinstance(v, (int, float)) and not isinstance(v, bool):
+                    masking[k] = masking.get(k, 0) + v
+    crash_gaps = [g for g in gaps if isinstance(g, Mapping) and g.get("kind", g.get("reason")) == "crash"]
+    return {"drops": drops, "gaps": len(gaps), "crash_gaps": len(crash_gaps), "gap_list": gaps[:100],
+            "masking": masking}
+
+
+# --- the report ----------------------------------------------------------------------------------
+
+@dataclass
+class QcReport:
+    session_id: str
+    metrics: dict[str, Any]
+    flags: list[str]
+    steps: dict[str, Any]
+    consent: bool
+    masking: dict[str, Any]
+    spans: list[Span]
+    computed_utc: str = field(default_factory=utc_now_iso)
+    version: int = QC_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {"version": self.version, "session_id": self.session_id, "computed_utc": self.computed_utc,
+                "metrics": self.metrics, "flags": self.flags, "steps": self.steps, "consent": self.consent,
+                "masking": self.masking,
+                "spans": [{"flag": s.flag, "start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3)}
+                          for s in self.spans]}
+
+    @classmethod
+    def from_json(cls, doc: Mapping[str, Any]) -> QcReport:
+        if doc.get("version") != QC_VERSION:
+            raise ValueError(f"QC report version {doc.get('version')!r} is not supported")
+        return cls(session_id=str(doc["session_id"]), metrics=dict(doc["metrics"]), flags=list(doc["flags"]),
+                   steps=dict(doc["steps"]), consent=bool(doc["consent"]), masking=dict(doc["masking"]),
+                   spans=[Span(s["flag"], float(s["start_s"]), float(s["end_s"])) for s in doc["spans"]],
+                   computed_utc=str(doc["computed_utc"]), version=int(doc["version"]))
+
+
+def evaluate(session_id: str, camera: CameraQc | None, audio: AudioQc | None,
+             events: Sequence[Mapping[str, Any]], stats_list: Sequence[Mapping[str, Any]],
+             thresholds: Thresholds, intact: bool | None = None,
+             video_first_pts_s: float | None = None) -> QcReport:
+    """Compare the measurements with the thresholds and produce the report with its flags."""
+    flags: list[str] = []
+    m: dict[str, Any] = {}
+    spans: list[Span] = []
+    if camera is None or not camera.samples:
+        flags.append(NO_CAMERA)
+        m["face_share"] = m["black_share"] = None
+    else:
+        m["face_share"] = round(camera.face_share or 0.0, 4)
+        m["black_share"] = round(camera.black_share or 0.0, 4)
+        m["camera_samples"] = camera.samples
+        if m["black_share"] > thresholds.black_max_share:
+            flags.append(CAMERA_COVERED)
+        if m["face_share"] < thresholds.face_min_share:
+            flags.append(NO_FACE)
+        spans += camera.spans()
+    if audio is None or not audio.windows:
+        flags.append(NO_AUDIO)
+        m["silent_share"] = m["clipped_share"] = None
+    else:
+        m["silent_share"] = round(audio.silent_share or 0.0, 4)
+        m["clipped_share"] = round(audio.clipped_share or 0.0, 5)
+        m["audio_seconds"] = round(audio.samples / max(1, audio.rate_hz), 2)
+        if m["silent_share"] > thresholds.silence_max_share:
+            flags.append(SILENCE)
+        if m["clipped_share"] > thresholds.clip_max_share:
+            flags.append(CLIPPING)
+        spans += audio.spans()
+    vfirst = video_first_pts_s if video_first_pts_s is not None else (camera.first_pts_s if camera else None)
+    if audio is not None and audio.first_pts_s is not None and vfirst is not None:
+        m["av_offset_ms"] = round((audio.first_pts_s - vfirst) * 1000, 1)
+        if abs(m["av_offset_ms"]) > thresholds.av_offset_max_ms:
+            flags.append(AV_OFFSET)
+    else:
+        m["av_offset_ms"] = None
+    summary = manifest_summary(stats_list)
+    m["drops"], m["gaps"] = summary["drops"], summary["gaps"]
+    if summary["drops"]:
+        flags.append(DROPS)
+    if summary["gaps"]:
+        flags.append(GAPS)
+    steps = check_steps([s for s in (step_name(e) for e in events) if s], thresholds.required_steps)
+    if steps["missing"]:
+        flags.append(MISSING_STEP)
+    if not steps["in_order"]:
+        flags.append(STEPS_OUT_OF_ORDER)
+    consent = any(is_consent(e) for e in events)
+    if thresholds.consent_required and not consent:
+        flags.append(NO_CONSENT)
+    if intact is False:
+        flags.append(NOT_INTACT)
+    m["intact"] = intact
+    return QcReport(session_id=session_id, metrics=m, flags=flags, steps=steps, consent=consent,
+                    masking=summary["masking"], spans=spans)
