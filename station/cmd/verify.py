@@ -1,0 +1,113 @@
+"""station verify SESSION_ID [--json]
+
+Needs no private key. Extension points (kept as tables so other parts plug in without editing
+the command's logic):
+
+* ``SOURCES``: functions ``(args, ctx, session_id) -> SessionSource | None`` tried in order; the
+  first that returns a source wins. The uploader adds central storage (``--remote``) by adding
+  an option to ``OPTIONS`` and a function here.
+* ``TRUST``: functions ``(ctx) -> iterable of 'ed25519:...'`` station keys to trust; the
+  installer adds the keys enrolled in storage.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from station.cli import EXIT_NOT_INTACT, EXIT_OK
+from station.context import Context
+from station.crypto import keys
+from station.crypto.verify import DirSource, SessionSource, format_report, verify_session
+from station.errors import StationError
+
+HELP = "check a session's signatures, chain, order, hashes and sizes (no private key needed)"
+
+
+class SessionNotFound(StationError, LookupError):
+    """session {!r} not found (looked in: {})"""
+
+
+OPTIONS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (("--trust",), {"metavar": "ed25519:KEY", "action": "append", "default": [],
+                    "help": "also trust this station key (repeatable)"}),
+]
+
+
+def store_root(ctx: Context) -> Path:
+    local = str(ctx.policy.storage.local_dir or "")
+    return Path(local) if local else ctx.data_dir / "store"
+
+
+def _spool(args: argparse.Namespace, ctx: Context, sid: str) -> SessionSource | None:
+    d = ctx.spool_dir / sid
+    return DirSource(d) if d.is_dir() else None
+
+
+def _local_store(args: argparse.Namespace, ctx: Context, sid: str) -> SessionSource | None:
+    root = store_root(ctx)
+    if not root.is_dir():
+        return None
+    for d in sorted(root.rglob(sid)):
+        if d.is_dir():
+            return DirSource(d)
+    return None
+
+
+SOURCES: list[Callable[[argparse.Namespace, Context, str], SessionSource | None]] = [
+    _spool, _local_store]
+
+
+def _local_station(ctx: Context) -> Iterable[str]:
+    try:
+        sk = keys.load_signing_key(ctx.secrets)
+    except StationError:
+        return []
+    return [keys.station_text(sk.verify_key)] if sk is not None else []
+
+
+def _policy_trusted(ctx: Context) -> Iterable[str]:
+    return list(ctx.policy.crypto.trusted_stations)
+
+
+TRUST: list[Callable[[Context], Iterable[str]]] = [_local_station, _policy_trusted]
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    p.add_argument("session_id", metavar="SESSION_ID")
+    for flags, kw in OPTIONS:
+        p.add_argument(*flags, **kw)
+
+
+def find_source(args: argparse.Namespace, ctx: Context, sid: str) -> SessionSource:
+    for fn in SOURCES:
+        src = fn(args, ctx, sid)
+        if src is not None:
+            return src
+    raise SessionNotFound(sid, f"{ctx.spool_dir}, {store_root(ctx)}")
+
+
+def trusted_keys(args: argparse.Namespace, ctx: Context) -> set[str]:
+    out: set[str] = set()
+    for fn in TRUST:
+        out.update(fn(ctx))
+    for t in getattr(args, "trust", []) or []:
+        keys.parse_station(t)
+        out.add(t.strip())
+    return out
+
+
+def run(args: argparse.Namespace, ctx: Context) -> Any:
+    src = find_source(args, ctx, args.session_id)
+    result = verify_session(src, trusted_keys(args, ctx), session_id=args.session_id)
+    return result
+
+
+def human(result: dict[str, Any]) -> str:
+    return format_report(result)
+
+
+def exit_code(result: dict[str, Any]) -> int:
+    return EXIT_OK if result.get("intact") else EXIT_NOT_INTACT
