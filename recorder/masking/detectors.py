@@ -34,7 +34,8 @@ from dataclasses import dataclass
 
 from station.policy import DEFAULT_LABELS
 
-CONFUSABLE = {"O": "0", "o": "0", "l": "1", "I": "1", "|": "1", "S": "5", "s": "5", "B": "8"}
+CONFUSABLE = {"O": "0", "o": "0", "l": "1", "I": "1", "|": "1", "]": "1", "[": "1", "!": "1",
+              "S": "5", "s": "5", "B": "8"}
 SEPARATORS = set(" -()\u00a0")
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
@@ -52,7 +53,18 @@ CHAT_NAME_RE = re.compile(rf"(?:我叫|我是|本人|姓名是|名字是|叫我)
 ADDRESS_RE = re.compile(
     rf"(?:[{CJK}]{{2,7}}(?:省|自治区))?[{CJK}]{{2,6}}市[{CJK}]{{1,6}}(?:区|县|市)"
     rf"[{CJK}0-9]{{0,16}}?(?:路|街|大街|道|巷|村|镇)[0-9０-９]{{1,5}}号(?:[0-9]{{1,4}}(?:栋|幢|号楼|单元|层|室)?)*")
-EMAIL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]*\s?[@＠]\s?[A-Za-z0-9\-]+(?:\s?\.\s?[A-Za-z0-9\-]+)*\s?\.\s?[A-Za-z]{2,6}")
+EMAIL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]*(?: [A-Za-z0-9._%+\-]+)?\s?[@＠]\s?"
+                      r"[A-Za-z0-9\-]+(?: ?[A-Za-z0-9\-]+)?(?:\s?\.\s?[A-Za-z0-9\-]+(?: ?[A-Za-z0-9\-]+)?)*"
+                      r"\s?\.\s?[A-Za-z]{2,6}")
+INLINE_NAME_LABELS = ("客户姓名", "姓名", "客户", "联系人", "持卡人", "户名")
+INLINE_NUMBER_LABELS = ("证件号码", "证件号", "证件", "身份证号", "身份证", "卡号", "银行卡", "手机号", "手机",
+                        "电话", "座机", "号码")
+NOT_AFTER_LABEL = re.compile(r"(管理|详情|列表|资料|编号|等级|信息|查询|服务|经理|类型|来源|姓名|基本|中心|名称|满意|投诉|"
+                             r"回访|电话|手机|地址|号码|证件|卡号|银行|邮箱|备注|状态|画像|标签|分析|来电|反馈|需求|"
+                             r"同意|确认|签名|告知|须知|身份|本人|您好|你好|已|未|的)")
+INLINE_NAME_RE = re.compile(rf"({'|'.join(INLINE_NAME_LABELS)})([{CJK}]{{2,8}})")
+INLINE_NUMBER_RE = re.compile(rf"({'|'.join(INLINE_NUMBER_LABELS)})(?:是|为)?[:：]?\s?([0-9０-９OolIS|B\]\[!Xx][0-9０-９OolIS|B\]\[!Xx \-]{{4,}}[0-9０-９OolIS|B\]\[!Xx])")
+NAME_STOP = "来的在说要先女已于和与了对是，"
 NOT_NAMES = {"先生", "女士", "客户", "会员", "本人", "用户", "您好", "你好", "坐席", "客服"}
 
 
@@ -112,7 +124,7 @@ def card_ok(s: str) -> bool:
 
 
 def landline_ok(s: str) -> bool:
-    if not s.isdigit() or s[0] != "0":
+    if len(s) < 10 or not s.isdigit() or s[0] != "0":
         return False
     area = 3 if s[1] in "12" else 4
     if s[1] == "1" and s[:3] != "010":
@@ -323,6 +335,19 @@ def find_pii(text: str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Finding]
         if m.group(1) not in NOT_NAMES:
             found.append(Finding("name", m.start(1), m.end(1), m.group(1)))
     found.extend(_labelled_findings(folded, labels))
+    for m in INLINE_NAME_RE.finditer(folded):
+        cand = m.group(2)
+        if NOT_AFTER_LABEL.match(cand):
+            continue
+        n = len(cand) if len(cand) <= 4 else 3
+        for k in range(2, n):
+            if cand[k] in NAME_STOP:
+                n = k
+                break
+        found.append(Finding("name", m.start(2), m.start(2) + n, text[m.start(2):m.start(2) + n]))
+    for m in INLINE_NUMBER_RE.finditer(folded):
+        if sum(c.isdigit() for c in _digitise(m.group(2))) >= 6:
+            found.append(Finding("labelled", m.start(2), m.end(2), text[m.start(2):m.end(2)]))
     found.sort(key=lambda f: (f.start, -f.end))
     merged: list[Finding] = []
     for f in found:

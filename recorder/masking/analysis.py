@@ -1,0 +1,168 @@
+"""From OCR'd lines to mask regions: the decisions shared by the still and the real-time path.
+
+Lines are grouped into rows (vertical overlap) and joined left to right: a small gap becomes a
+space, a wide gap a tab (a hard break numbers never cross, but label context does). Detectors run
+on each row; findings map back to the characters' x ranges read by the OCR. Column headers that
+are labels (姓名, 手机号码 ... without a colon) mark the cells below them. A line that is not yet
+read (real-time path) is masked whole, and so are lines sharing its row or column, whose label
+context is unknown. Numbers read with low confidence are masked whole.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from recorder.masking.detectors import NAME_RE, NOT_NAMES, find_pii, label_kind
+from recorder.masking.lines import Box
+from recorder.masking.ocr import Reading
+
+PAD_X, PAD_Y = 2, 2
+LOW_CONF = 0.5
+DIGITISH = re.compile(r"[0-9０-９OolIS|B]")
+NUMBER_RUN = re.compile(r"[0-9０-９OolIS|B][0-9０-９OolIS|B \-]{5,}[0-9０-９OolIS|B]")
+
+
+@dataclass(slots=True)
+class Line:
+    box: Box                     # ink box in frame pixels
+    crop_x0: int = 0             # x of the OCR crop's left edge (spans are relative to it)
+    reading: Reading | None = None
+    key: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class Region:
+    box: Box
+    rule: str
+    confidence: float = 1.0
+    value: str = field(default="", repr=False)  # never logged; hashed into the ledger
+
+
+def _rows(lines: Sequence[Line]) -> list[list[int]]:
+    order = sorted(range(len(lines)), key=lambda i: (lines[i].box.y0 + lines[i].box.y1) / 2)
+    rows: list[list[int]] = []
+    for i in order:
+        b = lines[i].box
+        placed = False
+        for row in rows[-4:]:
+            r = lines[row[0]].box
+            overlap = min(b.y1, r.y1) - max(b.y0, r.y0)
+            if overlap >= 0.5 * min(b.h, r.h):
+                row.append(i)
+                placed = True
+                break
+        if not placed:
+            rows.append([i])
+    for row in rows:
+        row.sort(key=lambda i: lines[i].box.x0)
+    return rows
+
+
+def _char_box(line: Line, first: int, last: int, width: int, height: int) -> Box:
+    r = line.reading
+    b = line.box
+    if r is None or not r.spans or first >= len(r.spans):
+        return b.pad(PAD_X, PAD_Y, width, height)
+    spans = r.spans
+    last = min(last, len(spans) - 1)
+    left = line.crop_x0 + (spans[first][0] + spans[first - 1][1]) / 2 if first > 0 else b.x0
+    right = line.crop_x0 + (spans[last][1] + spans[last + 1][0]) / 2 if last + 1 < len(spans) else b.x1
+    x0 = max(b.x0, int(left) - PAD_X) if first > 0 else b.x0 - PAD_X
+    x1 = min(b.x1, int(right + 0.999) + PAD_X) if last + 1 < len(spans) else b.x1 + PAD_X
+    return Box(max(0, x0), max(0, b.y0 - PAD_Y), min(width, x1), min(height, b.y1 + PAD_Y))
+
+
+def decide(lines: Sequence[Line], width: int, height: int,
+           labels: Sequence[str]) -> list[Region]:
+    """Mask regions for one frame's lines (read or not)."""
+    regions: list[Region] = []
+    pending = [i for i, ln in enumerate(lines) if ln.reading is None]
+    for i in pending:
+        regions.append(Region(lines[i].box.pad(PAD_X, PAD_Y, width, height), "unresolved", 0.0))
+    rows = _rows(lines)
+    pending_set = set(pending)
+    row_of: dict[int, int] = {}
+    for r, row in enumerate(rows):
+        for i in row:
+            row_of[i] = r
+    masked_whole: set[int] = set(pending)
+    # rows with an unread line: the others in that row lack their label context
+    for row in rows:
+        if any(i in pending_set for i in row):
+            for i in row:
+                if i not in masked_whole:
+                    masked_whole.add(i)
+                    regions.append(Region(lines[i].box.pad(PAD_X, PAD_Y, width, height), "context_pending", 0.0))
+    for row in rows:
+        if any(i in pending_set for i in row):
+            continue
+        parts: list[str] = []
+        index: list[tuple[int, int]] = []  # row text position -> (line, char)
+        prev: Box | None = None
+        for i in row:
+            ln = lines[i]
+            text = ln.reading.text if ln.reading else ""
+            if prev is not None:
+                gap = ln.box.x0 - prev.x1
+                sep = " " if gap <= 1.2 * max(ln.box.h, prev.h) else "\t"
+                parts.append(sep)
+                index.append((-1, -1))
+            for k, _ in enumerate(text):
+                index.append((i, k))
+            parts.append(text)
+            prev = ln.box
+        row_text = "".join(parts)
+        for f in find_pii(row_text, labels):
+            per_line: dict[int, list[int]] = {}
+            for pos in range(f.start, f.end):
+                li, ci = index[pos]
+                if li >= 0:
+                    per_line.setdefault(li, []).append(ci)
+            for li, cis in per_line.items():
+                if li in masked_whole:
+                    continue
+                regions.append(Region(_char_box(lines[li], min(cis), max(cis), width, height), f.rule,
+                                      lines[li].reading.confidence if lines[li].reading else 0.0, f.value))
+    # column headers that are labels mark the cells below them
+    for i, ln in enumerate(lines):
+        r = ln.reading
+        if r is None or not r.text or len(r.text) > 8 or ":" in r.text or "：" in r.text:
+            continue
+        kind = label_kind(r.text, labels)
+        if kind is None:
+            continue
+        h = max(ln.box.h, 8)
+        for j, cell in enumerate(lines):
+            if j == i or j in masked_whole or cell.box.y0 <= ln.box.y1 or cell.box.y0 > ln.box.y1 + 900:
+                continue
+            if abs(cell.box.x0 - ln.box.x0) > h:
+                continue
+            cr = cell.reading
+            if cr is None:
+                continue
+            text = cr.text.strip()
+            if kind == "name":
+                hit = bool(NAME_RE.fullmatch(text)) and text not in NOT_NAMES
+            elif kind == "address":
+                hit = len(text) >= 4
+            else:
+                hit = "*" not in text and (len(DIGITISH.findall(text)) >= 6 or "@" in text)
+            if hit:
+                regions.append(Region(cell.box.pad(PAD_X, PAD_Y, width, height),
+                                      "name" if kind == "name" else kind if kind == "address" else "labelled",
+                                      cr.confidence, text))
+    # numbers read with low confidence
+    for i, ln in enumerate(lines):
+        r = ln.reading
+        if r is None or i in masked_whole or not r.char_conf:
+            continue
+        for m in NUMBER_RUN.finditer(r.text):
+            if len(DIGITISH.findall(m.group(0))) < 7 or "*" in r.text:
+                continue
+            conf = min(r.char_conf[m.start():m.end()], default=1.0)
+            if conf < LOW_CONF:
+                regions.append(Region(_char_box(ln, m.start(), m.end() - 1, width, height), "uncertain",
+                                      conf, m.group(0)))
+    return regions
