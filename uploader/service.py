@@ -1,0 +1,477 @@
+"""The background uploader: scan the spool, journal, upload, verify, purge.
+
+One pass of the loop:
+
+1. **scan** every ``<spool>/<session_id>/`` folder: files whose segment manifest exists are
+   journaled ``SEALED`` (a segment's ``.drseg`` files, then its manifest, then ``session.json``);
+2. **hash** ``SEALED`` entries (SHA-256 of the whole file and MD5 of each part, one read) and
+   compare with the manifest: ``QUEUED``, or a hard failure if the spool file does not match;
+3. **upload** eligible entries with bounded concurrency: a segment's files before its manifest,
+   ``session.json`` only after everything else of the session is verified. A multipart upload's
+   id and acknowledged parts go to the journal as they happen; on restart ``ListParts`` decides
+   which parts are still missing;
+4. **verify** ``COMPLETED`` entries with HEAD (size, our SHA-256 metadata, ETag of the part MD5s);
+5. **purge** a session's local files once every object of it, ``session.json`` included, is
+   ``VERIFIED``.
+
+Failures move an entry to ``FAILED`` with ``retry_at`` from :class:`~uploader.bandwidth.Backoff`
+(about 2 s x1.5 with jitter, capped at ``upload.retry_max_s``). Soft failures (network, 5xx,
+outage) are retried; hard ones (credentials, a different object under the key, Object Lock
+refusal, a corrupt spool file) stop ``drain`` and are retried only slowly in the background.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from station import logs
+from uploader import layout
+from uploader.bandwidth import Backoff, TokenBucket
+from uploader.errors import JournalConflict, ObjectMissing, SpoolCorrupt, StorageError
+from uploader.journal import (
+    COMPLETED,
+    FAILED,
+    PENDING,
+    PURGED,
+    QUEUED,
+    SEALED,
+    UPLOADING,
+    VERIFIED,
+    Entry,
+    Journal,
+)
+from uploader.stores import Digest, Store, bandwidth_bytes_s, digest_file, open_store
+
+log = logs.get("upload")
+JOURNAL_NAME = "journal.sqlite"
+DONE_STATES = (COMPLETED, VERIFIED, PURGED)
+
+
+def journal_path(data_dir: Path) -> Path:
+    return Path(data_dir) / JOURNAL_NAME
+
+
+class _JournalCheckpoint:
+    """Persist a multipart upload's id and parts in the journal as they happen."""
+
+    def __init__(self, journal: Journal, entry: Entry) -> None:
+        self._journal = journal
+        self.key = entry.key
+        self.state = entry.state
+        self.upload_id = entry.upload_id if entry.state == UPLOADING else None
+        self.part_size = entry.part_size if entry.state == UPLOADING else None
+
+    def started(self, upload_id: str, part_size: int) -> None:
+        self._journal.transition(self.key, self.state, UPLOADING, upload_id=upload_id,
+                                 part_size=part_size, parts={})
+        self.state, self.upload_id, self.part_size = UPLOADING, upload_id, part_size
+
+    def part_done(self, part_number: int, md5_hex: str) -> None:
+        self._journal.record_part(self.key, part_number, md5_hex)
+
+    def forgotten(self) -> None:
+        self._journal.transition(self.key, UPLOADING, QUEUED, upload_id=None, parts={})
+        self.state, self.upload_id = QUEUED, None
+
+
+@dataclass
+class Outcome:
+    key: str
+    state: str
+    error: str | None = None
+    hard: bool = False
+    bytes_sent: int = 0
+
+
+class Uploader:
+    """Journal-driven uploader for one data dir and one store.
+
+    ``call_active`` tells whether a call is being recorded (policy ``upload.during_call``:
+    run, pause, throttle to ``upload.call_kbps``). ``wall``/``sleep`` are injectable.
+    ``on_event`` receives progress dicts (uploaded, verified, purged, failed).
+    """
+
+    def __init__(self, store: Store, journal: Journal, spool_dir: Path, policy: Any, *,
+                 station_id: str = "station", call_active: Callable[[], bool] = lambda: False,
+                 on_event: Callable[[dict[str, Any]], None] | None = None,
+                 audit: Any = None, wall: Callable[[], float] = time.time,
+                 backoff: Backoff | None = None, poll_s: float = 1.0) -> None:
+        self.store = store
+        self.journal = journal
+        self.spool_dir = Path(spool_dir)
+        self.policy = policy
+        self.station_id = station_id
+        self.call_active = call_active
+        self.on_event = on_event or (lambda ev: None)
+        self.audit = audit
+        self.wall = wall
+        up = policy.upload
+        self.backoff = backoff or Backoff(up.retry_initial_s, 1.5, up.retry_max_s)
+        self.concurrency = int(up.concurrency)
+        self.poll_s = poll_s
+        self.prefix = store.prefix
+        self.object_lock: dict[str, Any] | None = None
+        self.stats: dict[str, int] = defaultdict(int)
+        self._stats_lock = threading.Lock()
+
+    # --- construction -------------------------------------------------------------------------
+    @classmethod
+    def from_context(cls, ctx: Any, **kw: Any) -> Uploader:
+        """Wire journal, bandwidth limiter and store from a :class:`station.context.Context`."""
+        call_active = kw.pop("call_active", lambda: False)
+        limiter = TokenBucket(lambda: upload_rate_bytes_s(ctx.policy, call_active()))
+        store = open_store(ctx.policy, ctx.secrets, ctx.data_dir, limiter=limiter)
+        ctx.ensure_dirs()
+        journal = Journal(journal_path(ctx.data_dir))
+        return cls(store, journal, ctx.spool_dir, ctx.policy, station_id=ctx.station_id,
+                   call_active=call_active, audit=ctx.audit, **kw)
+
+    def close(self) -> None:
+        self.store.close()
+        self.journal.close()
+
+    # --- steps --------------------------------------------------------------------------------
+    def check_store(self) -> dict[str, Any]:
+        """Object Lock status per policy (raises ObjectLockRefused / auth errors); journaled."""
+        try:
+            status = self.store.check_object_lock(self.policy.storage.object_lock)
+        except StorageError as exc:
+            self._note_error(str(exc))
+            raise
+        self.object_lock = status
+        self.journal.set_meta("object_lock", status)
+        self.journal.set_meta("store", self.store.describe())
+        if status.get("warning"):
+            self._emit({"event": "warning", "message": status["warning"]})
+        return status
+
+    def scan(self) -> int:
+        """Journal every ready spool file not journaled yet; returns how many were added."""
+        if not self.spool_dir.is_dir():
+            return 0
+        known = self.journal.known_paths()
+        added = 0
+        for session_dir in sorted(p for p in self.spool_dir.iterdir() if p.is_dir()):
+            try:
+                files = layout.ready_files(session_dir, self.station_id)
+            except layout.ManifestUnreadable as exc:
+                self._note_error(f"spool session {session_dir.name}: {exc}")
+                continue
+            for f in files:
+                if str(f.path) in known:
+                    continue
+                key = layout.session_key(self.prefix, f.session_id, f.station, f.filename)
+                if self.journal.add(key, f.path, role=f.role, session_id=f.session_id, seq=f.seq,
+                                    expect_sha256=f.sha256, expect_size=f.size):
+                    added += 1
+        return added
+
+    def enqueue(self, key: str, path: Path, role: str = layout.AUDIT) -> bool:
+        """Journal any other file (audit records, enrolment) for upload under ``key``."""
+        return self.journal.add(key, path, role=role)
+
+    def _hash(self, e: Entry) -> Entry:
+        path = Path(e.path)
+        try:
+            size = path.stat().st_size
+            digest = digest_file(path, self.store.plan_part_size(size))
+        except FileNotFoundError:
+            raise SpoolCorrupt(e.path, "the file is missing") from None
+        if e.expect_size is not None and digest.size != e.expect_size:
+            raise SpoolCorrupt(e.path, f"size {digest.size}, manifest says {e.expect_size}")
+        if e.expect_sha256 is not None and digest.sha256 != e.expect_sha256:
+            raise SpoolCorrupt(e.path, f"sha256 {digest.sha256}, manifest says {e.expect_sha256}")
+        return self.journal.transition(e.key, SEALED, QUEUED, sha256=digest.sha256, size=digest.size,
+                                       part_size=digest.part_size, md5s=list(digest.part_md5s))
+
+    @staticmethod
+    def _digest(e: Entry) -> Digest:
+        assert e.sha256 is not None and e.size is not None and e.md5s
+        return Digest(e.size, e.sha256, e.part_size or 0, tuple(e.md5s))
+
+    def process(self, e: Entry) -> Outcome:
+        """Take one entry as far as VERIFIED. Never raises for storage or spool problems."""
+        try:
+            if e.state == SEALED:
+                e = self._hash(e)
+            sent = 0
+            if e.state in (QUEUED, UPLOADING):
+                digest = self._digest(e)
+                cp = _JournalCheckpoint(self.journal, e)
+                before = self._part_bytes()
+                info = self.store.put(e.key, Path(e.path), digest=digest, checkpoint=cp)
+                sent = self._part_bytes() - before if digest.multipart else digest.size
+                e = self.journal.transition(e.key, cp.state, COMPLETED, etag=info.etag)
+                self._bump("uploaded")
+                self._emit({"event": "uploaded", "key": e.key, "bytes": e.size})
+            if e.state == COMPLETED:
+                try:
+                    self.store.verify(e.key, self._digest(e))
+                except ObjectMissing:
+                    self.journal.transition(e.key, COMPLETED, QUEUED, upload_id=None, parts={})
+                    raise
+                e = self.journal.transition(e.key, COMPLETED, VERIFIED, last_error=None)
+                self._bump("verified")
+                self._emit({"event": "verified", "key": e.key})
+            return Outcome(e.key, e.state, bytes_sent=sent)
+        except (StorageError, SpoolCorrupt) as exc:
+            return self._failed(e, str(exc), bool(getattr(exc, "hard", False)))
+        except JournalConflict as exc:  # another process moved it; look again next pass
+            log.info("%s", exc)
+            return Outcome(e.key, "?")
+        except OSError as exc:
+            return self._failed(e, f"{e.path}: {exc.strerror or exc}", True)
+
+    def _failed(self, e: Entry, message: str, hard: bool) -> Outcome:
+        cur = self.journal.get(e.key)
+        attempts = (cur.attempts if cur else e.attempts) + 1
+        delay = self.backoff.delay_s(attempts) if not hard else self.backoff.max_s
+        with contextlib.suppress(Exception):
+            self.journal.fail(cur or e, message, hard=hard, retry_at=self.wall() + delay)
+        self._note_error(message)
+        self._bump("failed")
+        self._emit({"event": "failed", "key": e.key, "error": message, "hard": hard,
+                    "retry_in_s": round(delay, 2)})
+        log.warning("upload of %s failed (%s, attempt %d, retry in %.1f s): %s", e.key,
+                    "hard" if hard else "soft", attempts, delay, message)
+        return Outcome(e.key, FAILED, message, hard)
+
+    def purge_ready(self) -> list[str]:
+        """Delete local files of sessions whose every object, session.json included, is VERIFIED."""
+        purged = []
+        by_session: dict[str, list[Entry]] = defaultdict(list)
+        for e in self.journal.entries():
+            if e.role in (layout.SEGMENT, layout.MANIFEST, layout.SESSION):
+                by_session[e.session_id].append(e)
+        for sid, entries in by_session.items():
+            live = [e for e in entries if e.state != PURGED]
+            if not live or not any(e.role == layout.SESSION for e in live):
+                continue
+            if not all(e.state == VERIFIED for e in live):
+                continue
+            session_dir = Path(live[0].path).parent
+            for e in sorted(live, key=lambda x: x.role == layout.SESSION):  # session.json last
+                with contextlib.suppress(FileNotFoundError):
+                    Path(e.path).unlink()
+                self.journal.transition(e.key, VERIFIED, PURGED)
+            with contextlib.suppress(OSError):
+                session_dir.rmdir()  # only if empty: anything unexpected stays for a human
+            if session_dir.exists():
+                log.warning("spool %s: purged uploaded files, other files remain", session_dir)
+            if self.audit is not None:
+                with contextlib.suppress(Exception):
+                    self.audit.append("spool_purged", session=sid, objects=len(live),
+                                      store=self.store.describe())
+            purged.append(sid)
+            self._emit({"event": "purged", "session": sid, "objects": len(live)})
+        return purged
+
+    # --- scheduling ---------------------------------------------------------------------------
+    def _eligible(self, entries: list[Entry]) -> list[Entry]:
+        """Entries that may start now, respecting the order rules."""
+        by_seg: dict[tuple[str, int], list[Entry]] = defaultdict(list)
+        by_session: dict[str, list[Entry]] = defaultdict(list)
+        for e in entries:
+            by_seg[(e.session_id, e.seq)].append(e)
+            by_session[e.session_id].append(e)
+        out = []
+        for e in entries:
+            state = e.effective_state
+            if state not in (SEALED, QUEUED, UPLOADING, COMPLETED):
+                continue
+            if e.role == layout.MANIFEST and state != COMPLETED:
+                segs = [x for x in by_seg[(e.session_id, e.seq)] if x.role == layout.SEGMENT]
+                if not all(x.state in DONE_STATES for x in segs):
+                    continue
+            if e.role == layout.SESSION and state != COMPLETED:
+                others = [x for x in by_session[e.session_id] if x.key != e.key]
+                if not all(x.state in (VERIFIED, PURGED) for x in others):
+                    continue
+            out.append(e)
+        return out
+
+    def paused(self) -> bool:
+        return self.policy.upload.during_call == "pause" and bool(self.call_active())
+
+    def drain(self, *, wait_retries: bool = True, timeout_s: float | None = None,
+              stop: threading.Event | None = None) -> dict[str, Any]:
+        """Upload until nothing is pending (``wait_retries``: also wait out soft-failure backoffs),
+        a hard failure, ``timeout_s`` or ``stop``. Returns a summary."""
+        stop = stop or threading.Event()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        self.journal.retry_all_now()
+        hard: list[str] = []
+        inflight: dict[str, Future[Outcome]] = {}
+        self.scan()
+        error: str | None = None
+        try:
+            self.check_store()
+        except StorageError as exc:
+            return self._summary(str(exc))
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="upload") as pool:
+            while not stop.is_set():
+                self.scan()
+                now = self.wall()
+                for e in self.journal.entries([FAILED]):
+                    if e.key not in inflight and (e.retry_at or 0) <= now:
+                        with contextlib.suppress(JournalConflict):
+                            self.journal.revive(e)
+                entries = self.journal.entries(PENDING)
+                pending_keys = {e.key for e in entries}
+                eligible = [e for e in self._eligible(entries)
+                            if e.key not in inflight and e.state != FAILED]
+                if not hard and not self.paused():
+                    for e in eligible:
+                        if len(inflight) >= self.concurrency:
+                            break
+                        inflight[e.key] = pool.submit(self.process, e)
+                self.purge_ready()
+                if not inflight:
+                    if hard:
+                        error = hard[0]
+                        break
+                    if not pending_keys:
+                        break
+                    waiting = self.journal.entries([FAILED])
+                    if not wait_retries and (not eligible or self.paused()):
+                        error = waiting[0].last_error if waiting else None
+                        break
+                    if deadline is not None and time.monotonic() > deadline:
+                        error = "timed out with uploads pending" + (
+                            f"; last error: {waiting[0].last_error}" if waiting else "")
+                        break
+                    next_at = min((e.retry_at or now for e in waiting), default=now + self.poll_s)
+                    stop.wait(min(max(next_at - self.wall(), 0.02), self.poll_s))
+                    continue
+                done, _ = wait(list(inflight.values()), timeout=self.poll_s, return_when=FIRST_COMPLETED)
+                for f in done:
+                    out = f.result()
+                    inflight.pop(out.key, None)
+                    if out.hard and out.error:
+                        hard.append(out.error)
+                if deadline is not None and time.monotonic() > deadline and not hard:
+                    hard.append("timed out with uploads pending")
+            for f in inflight.values():
+                f.result()
+        self.purge_ready()
+        if error is None and not self.journal.entries(PENDING):
+            self.journal.set_meta("last_error", None)
+        return self._summary(error)
+
+    def run_forever(self, stop: threading.Event, rescan_s: float = 5.0) -> None:
+        """The background loop of the running app: drain, then wait for new sealed files."""
+        while not stop.is_set():
+            try:
+                self.drain(wait_retries=True, stop=stop, timeout_s=rescan_s)
+            except Exception:  # noqa: BLE001 - the loop must survive anything; it is logged
+                log.exception("upload loop error")
+            stop.wait(rescan_s if not self.journal.entries(PENDING) else self.poll_s)
+
+    # --- helpers ------------------------------------------------------------------------------
+    def _part_bytes(self) -> int:
+        counters = getattr(self.store, "counters", None)
+        return int(counters["part_bytes"]) if counters is not None else 0
+
+    def _bump(self, name: str) -> None:
+        with self._stats_lock:
+            self.stats[name] += 1
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        with contextlib.suppress(Exception):
+            self.on_event(event)
+
+    def _note_error(self, message: str) -> None:
+        with contextlib.suppress(Exception):
+            self.journal.set_meta("last_error", {"at": self.wall(), "message": message})
+
+    def _summary(self, error: str | None) -> dict[str, Any]:
+        return {"error": error, "uploaded": self.stats["uploaded"], "verified": self.stats["verified"],
+                "failed": self.stats["failed"], "object_lock": self.object_lock,
+                "backlog": backlog_of(self.journal, self.spool_dir, self.station_id, self.wall())}
+
+
+def upload_rate_bytes_s(policy: Any, call_active: bool) -> float | None:
+    """Current bandwidth cap in bytes/s (None: unlimited, 0: paused) for the policy and call state."""
+    cap = bandwidth_bytes_s(int(policy.upload.bandwidth_kbps))
+    if call_active:
+        mode = policy.upload.during_call
+        if mode == "pause":
+            return 0.0
+        if mode == "throttle":
+            call = float(policy.upload.call_kbps) * 1000 / 8
+            return call if cap is None else min(cap, call)
+    return cap
+
+
+def backlog_of(journal: Journal, spool_dir: Path, station_id: str = "station",
+               now: float | None = None) -> dict[str, Any]:
+    now = time.time() if now is None else now
+    count, size, oldest = 0, 0, None
+    for e in journal.entries(PENDING):
+        count += 1
+        size += int(e.size if e.size is not None else e.expect_size or _size(Path(e.path)))
+        oldest = e.created_at if oldest is None else min(oldest, e.created_at)
+    known = journal.known_paths()
+    if Path(spool_dir).is_dir():
+        for session_dir in Path(spool_dir).iterdir():
+            if not session_dir.is_dir():
+                continue
+            with contextlib.suppress(layout.ManifestUnreadable, OSError):
+                for f in layout.ready_files(session_dir, station_id):
+                    if str(f.path) not in known:
+                        count += 1
+                        size += _size(f.path)
+                        mtime = f.path.stat().st_mtime
+                        oldest = mtime if oldest is None else min(oldest, mtime)
+    last = journal.get_meta("last_error")
+    failed = journal.entries([FAILED])
+    return {"count": count, "bytes": size,
+            "oldest_age_s": None if oldest is None else round(max(now - oldest, 0.0), 1),
+            "last_error": (last or {}).get("message") if last else None,
+            "failed": len(failed), "object_lock": journal.get_meta("object_lock"),
+            "states": journal.counts()}
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def backlog(data_dir: Path, station_id: str = "station") -> dict[str, Any]:
+    """Backlog for the UI and ``station doctor``: count, bytes, oldest_age_s, last_error,
+    object_lock (last known). Reads the journal; never contacts storage."""
+    data_dir = Path(data_dir)
+    path = journal_path(data_dir)
+    if not path.exists():
+        j = None
+    else:
+        j = Journal(path)
+    try:
+        if j is None:
+            tmp_count = {"count": 0, "bytes": 0, "oldest_age_s": None, "last_error": None,
+                         "failed": 0, "object_lock": None, "states": {}}
+            spool = data_dir / "spool"
+            if spool.is_dir():
+                now = time.time()
+                for session_dir in spool.iterdir():
+                    with contextlib.suppress(layout.ManifestUnreadable, OSError):
+                        for f in layout.ready_files(session_dir, station_id) if session_dir.is_dir() else []:
+                            tmp_count["count"] += 1
+                            tmp_count["bytes"] += _size(f.path)
+                            age = round(now - f.path.stat().st_mtime, 1)
+                            tmp_count["oldest_age_s"] = max(tmp_count["oldest_age_s"] or 0, age)
+            return tmp_count
+        return backlog_of(j, data_dir / "spool", station_id)
+    finally:
+        if j is not None:
+            j.close()
