@@ -20,6 +20,8 @@ from recorder.masking.ocr import Reading
 
 PAD_X, PAD_Y = 2, 2
 LOW_CONF = 0.5
+UNREADABLE = 0.6
+CLIPPED_H = 8
 DIGITISH = re.compile(r"[0-9０-９OolIS|B]")
 NUMBER_RUN = re.compile(r"[0-9０-９OolIS|B][0-9０-９OolIS|B \-]{5,}[0-9０-９OolIS|B]")
 
@@ -46,13 +48,16 @@ def _rows(lines: Sequence[Line]) -> list[list[int]]:
     for i in order:
         b = lines[i].box
         placed = False
-        for row in rows[-4:]:
-            r = lines[row[0]].box
-            overlap = min(b.y1, r.y1) - max(b.y0, r.y0)
-            if overlap >= 0.5 * min(b.h, r.h):
-                row.append(i)
-                placed = True
-                break
+        best, best_overlap = None, 0.0
+        for row in rows[-6:]:
+            for j in row:
+                r = lines[j].box
+                overlap = (min(b.y1, r.y1) - max(b.y0, r.y0)) / max(1, min(b.h, r.h))
+                if overlap >= 0.5 and overlap > best_overlap:
+                    best, best_overlap = row, overlap
+        if best is not None:
+            best.append(i)
+            placed = True
         if not placed:
             rows.append([i])
     for row in rows:
@@ -120,11 +125,13 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 li, ci = index[pos]
                 if li >= 0:
                     per_line.setdefault(li, []).append(ci)
-            for li, cis in per_line.items():
-                if li in masked_whole:
-                    continue
-                regions.append(Region(_char_box(lines[li], min(cis), max(cis), width, height), f.rule,
-                                      lines[li].reading.confidence if lines[li].reading else 0.0, f.value))
+            boxes = [_char_box(lines[li], min(cis), max(cis), width, height)
+                     for li, cis in per_line.items() if li not in masked_whole]
+            if boxes:  # one box over the whole finding, gaps between its lines included
+                u = Box(min(b.x0 for b in boxes), min(b.y0 for b in boxes),
+                        max(b.x1 for b in boxes), max(b.y1 for b in boxes))
+                conf = min((lines[li].reading.confidence for li in per_line if lines[li].reading), default=0.0)
+                regions.append(Region(u, f.rule, conf, f.value))
     # column headers that are labels mark the cells below them
     for i, ln in enumerate(lines):
         r = ln.reading
@@ -153,10 +160,17 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 regions.append(Region(cell.box.pad(PAD_X, PAD_Y, width, height),
                                       "name" if kind == "name" else kind if kind == "address" else "labelled",
                                       cr.confidence, text))
-    # numbers read with low confidence
+    # numbers read with low confidence; lines too thin to read (clipped at a viewport edge) or
+    # read with low confidence overall: masked whole, never trusted
     for i, ln in enumerate(lines):
         r = ln.reading
-        if r is None or i in masked_whole or not r.char_conf:
+        if r is None or i in masked_whole:
+            continue
+        if ln.box.h <= CLIPPED_H or (r.text and r.confidence < UNREADABLE):
+            regions.append(Region(ln.box.pad(PAD_X, PAD_Y, width, height),
+                                  "clipped" if ln.box.h <= CLIPPED_H else "unreadable", r.confidence, r.text))
+            continue
+        if not r.char_conf:
             continue
         for m in NUMBER_RUN.finditer(r.text):
             if len(DIGITISH.findall(m.group(0))) < 7 or "*" in r.text:
