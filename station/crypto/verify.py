@@ -150,21 +150,32 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
                     f"found {count} manifests")
         count = session["segments"]
 
-    # the chain, in file-name order
+    # the chain, in the manifests' own sequence order (renamed files are reported as reordered
+    # above; the chain itself may still be whole)
+    inner: dict[int, int] = {}
+    for pos, man in manifests.items():
+        if isinstance(man.get("seq"), int):
+            inner.setdefault(man["seq"], pos)
     for seq in range(1, count + 1):
-        if seq not in manifests:
+        if seq not in inner:
             if not any(p["seq"] == seq and p["code"] in ("missing-segment", "altered")
                        for p in rep.problems):
                 rep.add(seq, "missing-segment", f"segment {seq} manifest is missing")
             continue
-        want = GENESIS if seq == 1 else hashes.get(seq - 1)
-        if want is not None and manifests[seq].get("prev") != want:
-            if rep.seg(seq)["status"] not in ("reordered",) and (
-                    seq == 1 or rep.seg(seq - 1)["status"] not in ("reordered", "missing")):
-                rep.add(seq, "chain-broken", "prev does not match the hash of the manifest before")
-    if session is not None and count and count in hashes:
-        if session.get("last_hash") != hashes[count]:
-            rep.add(count, "chain-broken", "session.json last_hash does not match the last manifest")
+        pos = inner[seq]
+        before = inner.get(seq - 1)
+        want = GENESIS if seq == 1 else (hashes[before] if before is not None else None)
+        if want is not None and manifests[pos].get("prev") != want:
+            # a broken link right after a manifest already reported as altered is a consequence
+            # of that problem, not a second one
+            if seq == 1 or rep.seg(before)["status"] != "altered":  # type: ignore[arg-type]
+                rep.add(pos, "chain-broken", "prev does not match the hash of the manifest "
+                        "before")
+    if session is not None and count and count in inner:
+        if session.get("last_hash") != hashes[inner[count]] and (
+                rep.seg(inner[count])["status"] != "altered"):
+            rep.add(inner[count], "chain-broken",
+                    "session.json last_hash does not match the last manifest")
 
     # files named by manifests
     listed: set[str] = set()
