@@ -199,7 +199,7 @@ class SessionFlow:
                 who = agent
             else:
                 who = self.default_agent
-            session = self.factory(agent=who, customer=customer.as_manifest() if customer.masked else None,
+            session = self.factory(agent=who, customer=customer if customer.masked else None,
                                    business_ref=business_ref or None, on_event=self._on_session_event)
             self._stopping = False
             session.start()
@@ -207,9 +207,7 @@ class SessionFlow:
             self.cur = _Current(session, sid, who, customer, business_ref, self._now())
             self.stop_code, self.stop_error, self.last_summary = None, "", None
             self.warnings, self.health = {}, {}
-            self._emit("session_started", source=source, agent=who,
-                       customer=customer.as_manifest() if customer.masked else None,
-                       business_ref=business_ref or None)
+            self._emit("session_opened", source=source)
             if self.policy.session.consent_required:
                 self.state = FlowState.CONSENT
                 self._emit("consent_requested")
@@ -312,7 +310,7 @@ class SessionFlow:
         c = self.cur
         if c is None:
             return
-        emit = getattr(c.session, "oplog", None)
+        emit = getattr(c.session, "emit", None)
         try:
             if callable(emit):
                 emit(kind, **fields)
@@ -368,6 +366,7 @@ class SessionFlow:
         with self._lock:
             c = self.cur
             if c is None or self.state not in (FlowState.CONSENT, FlowState.RECORDING):
+                watch.rest()
                 return []
             session = c.session
         try:
@@ -383,6 +382,7 @@ class SessionFlow:
                 else:
                     self.warnings.pop(kind, None)
                 self._emit("warning", warning=kind, active=active)
+        self._notify("health", {**(health if isinstance(health, dict) else {}), "summary": watch.summary})
         for kind, active in changes:
             self._notify("warning", {"kind": kind, "active": active})
         if changes:
@@ -431,6 +431,10 @@ class HealthWatch:
         found = self._cascade.detectMultiScale(gray, scaleFactor=1.2, minNeighbors=4, minSize=(24, 24))
         return len(found)
 
+    def rest(self) -> None:
+        """Not recording (paused, stopped): stall clocks restart when recording resumes."""
+        self._frames.clear()
+
     def update(self, health: dict[str, Any], now_ns: int) -> list[tuple[str, bool]]:
         raw: dict[str, bool] = {}
         thumb = health.get("camera_thumbnail", health.get("camera_thumb"))
@@ -450,7 +454,8 @@ class HealthWatch:
             summary["mic_dbfs"] = float(level)
         lost = bool(health.get("errors"))
         for name, st in (health.get("streams") or {}).items():
-            frames = int((st or {}).get("frames", 0)) if isinstance(st, dict) else 0
+            st = st if isinstance(st, dict) else {}
+            frames = int(st.get("captured", st.get("frames", 0)))
             prev = self._frames.get(name)
             if prev is None or frames != prev[0]:
                 self._frames[name] = (frames, now_ns)
@@ -508,7 +513,7 @@ class FakeRecording:
     def marker(self, kind: str, label: str, **fields: Any) -> None:
         self.events.append(("marker", {"kind": kind, "label": label, **fields}))
 
-    def oplog(self, kind: str, **fields: Any) -> None:
+    def emit(self, kind: str, **fields: Any) -> None:
         self.events.append(("oplog", {"kind": kind, **fields}))
 
     def stop(self, code: StopCode = StopCode.NORMAL) -> dict[str, Any]:

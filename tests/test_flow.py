@@ -52,7 +52,7 @@ def test_full_flow_turns_consent_and_every_step_into_markers(flow):
     assert summary["session_id"] == sid and rec.stop_code is StopCode.NORMAL
     assert markers(rec) == [("consent", "agreed")] + [("script_step", s) for s in flow.steps]
     assert [k for k, _ in rec.events if k in ("pause", "resume", "stop")] == ["pause", "resume", "stop"]
-    assert rec.customer == {"masked": {"number": "138****5678"}, "hash": rec.customer["hash"]}
+    assert rec.customer.masked == {"number": "138****5678"} and rec.customer.hash.startswith("hs256:")
     assert ("state_changed", "stopped") in events
     assert flow.snapshot()["steps_done"] == []  # next session starts clean
 

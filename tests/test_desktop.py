@@ -1,0 +1,169 @@
+"""Desktop operation log: real X windows under Xvfb changed with xdotool; Windows logic with a
+fake Win32 API."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+
+from station.desktop import Tracker, WindowsWatcher, X11Watcher
+
+
+class Sink:
+    def __init__(self):
+        self.events: list[tuple[str, dict, int]] = []
+        self.cond = threading.Condition()
+
+    def __call__(self, kind, **fields):
+        with self.cond:
+            self.events.append((kind, fields, time.monotonic_ns()))
+            self.cond.notify_all()
+
+    def wait_for(self, pred, timeout_s=3.0):
+        deadline = time.monotonic() + timeout_s
+        with self.cond:
+            while True:
+                for ev in self.events:
+                    if pred(ev):
+                        return ev
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(f"no matching event in {self.events}")
+                self.cond.wait(left)
+
+
+@pytest.fixture
+def x_windows(display):
+    from Xlib import X, Xatom, display as xdisplay
+
+    d = xdisplay.Display(display)
+    root = d.screen().root
+    wins = []
+    for i, title in enumerate(["CRM - 客户 13812345678 张三", "Notes"]):
+        w = root.create_window(50 + 400 * i, 50, 300, 200, 0, d.screen().root_depth, X.InputOutput,
+                               X.CopyFromParent, background_pixel=d.screen().white_pixel,
+                               event_mask=X.KeyPressMask)
+        w.set_wm_name(title.encode("utf-8"))
+        w.change_property(d.intern_atom("_NET_WM_NAME"), d.intern_atom("UTF8_STRING"), 8,
+                          title.encode("utf-8"))
+        w.set_wm_class("crmclient" if i == 0 else "notes", "CrmClient" if i == 0 else "Notes")
+        w.map()
+        wins.append(w)
+    d.sync()
+    yield [f"0x{w.id:x}" for w in wins], [w.id for w in wins]
+    for w in wins:
+        w.destroy()
+    d.close()
+
+
+def xdotool(*args):
+    subprocess.run(["xdotool", *map(str, args)], check=True, timeout=10)
+
+
+def test_active_window_changes_made_with_xdotool_are_logged_within_100_ms(x_windows):
+    hexes, ids = x_windows
+    sink = Sink()
+    watcher = X11Watcher(sink).start()
+    try:
+        lags_ms = []
+        for _ in range(2):
+            for wid, hx in zip(ids, hexes, strict=True):
+                before = len(sink.events)
+                t_sent = time.monotonic_ns()
+                xdotool("windowfocus", "--sync", wid)
+                ev = sink.wait_for(lambda e, hx=hx, n=before: e[0] == "window" and e[1]["window"] == hx
+                                   and sink.events.index(e) >= n)
+                lags_ms.append((ev[2] - t_sent) / 1e6)
+        print("focus-to-oplog lag ms:", [round(x, 1) for x in lags_ms])
+        assert max(lags_ms) <= 100
+        crm = [e for e in sink.events if e[0] == "window" and e[1]["window"] == hexes[0]][0][1]
+        assert crm["app"] == "CrmClient"
+        assert "13812345678" not in crm["title"] and crm["title"].startswith("CRM")
+    finally:
+        watcher.close()
+
+
+def test_clicks_and_key_counts_are_logged_without_key_contents(x_windows):
+    hexes, ids = x_windows
+    sink = Sink()
+    watcher = X11Watcher(sink).start()
+    try:
+        xdotool("windowfocus", "--sync", ids[1])
+        sink.wait_for(lambda e: e[0] == "window" and e[1]["window"] == hexes[1])
+        xdotool("mousemove", "--sync", 123, 145, "click", 3)
+        click = sink.wait_for(lambda e: e[0] == "click")[1]
+        assert (click["x"], click["y"], click["button"], click["app"]) == (123, 145, 3, "Notes")
+        xdotool("type", "--delay", 10, "secret")
+        time.sleep(0.3)
+        xdotool("windowfocus", "--sync", ids[0])  # a window change writes the pending count
+        keys = sink.wait_for(lambda e: e[0] == "keys")[1]
+        assert keys["count"] == 6 and keys["app"] == "Notes"
+        assert "secret" not in repr(sink.events)
+    finally:
+        watcher.close()
+    assert not any(t.is_alive() for t in watcher._threads)
+
+
+class FakeWinApi:
+    def __init__(self):
+        self.fg = 0
+        self.titles = {0x10: "Excel - 客户 13812345678.xlsx", 0x20: "Outlook"}
+        self.procs = {0x10: "EXCEL.EXE", 0x20: "OUTLOOK.EXE"}
+        self.hooks = None
+        self.removed = False
+
+    def foreground(self):
+        return self.fg
+
+    def window_title(self, hwnd):
+        return self.titles[hwnd]
+
+    def process_name(self, hwnd):
+        return self.procs[hwnd]
+
+    def install_hooks(self, on_click, on_key):
+        self.hooks = (on_click, on_key)
+
+    def pump(self, timeout_s):
+        time.sleep(timeout_s)
+
+    def remove_hooks(self):
+        self.removed = True
+
+
+def test_windows_watcher_logs_foreground_changes_clicks_and_key_counts_with_fake_api():
+    api, sink = FakeWinApi(), Sink()
+    w = WindowsWatcher(sink, api=api, poll_s=0.005).start()
+    try:
+        api.fg = 0x10
+        ev = sink.wait_for(lambda e: e[0] == "window")[1]
+        assert ev["app"] == "EXCEL.EXE" and "13812345678" not in ev["title"]
+        on_click, on_key = api.hooks
+        on_click(10, 20, 1)
+        for _ in range(4):
+            on_key()
+        api.fg = 0x20
+        sink.wait_for(lambda e: e[0] == "window" and e[1]["app"] == "OUTLOOK.EXE")
+    finally:
+        w.close()
+    kinds = [(k, f.get("app")) for k, f, _ in sink.events]
+    assert kinds == [("window", "EXCEL.EXE"), ("click", "EXCEL.EXE"), ("keys", "EXCEL.EXE"),
+                     ("window", "OUTLOOK.EXE")]
+    assert sink.events[2][1]["count"] == 4 and api.removed
+
+
+def test_key_counts_are_flushed_periodically_while_typing_goes_on():
+    now = [0]
+    out = []
+    t = Tracker(lambda k, **f: out.append((k, f)), keys_flush_s=10, monotonic_ns=lambda: now[0])
+    t.focus("0x1", "term", "bash")
+    for _ in range(3):
+        t.key()
+    now[0] = int(11e9)
+    t.tick()
+    t.key()
+    t.close()
+    assert [f["count"] for k, f in out if k == "keys"] == [3, 1]
