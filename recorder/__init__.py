@@ -1,0 +1,1 @@
+"""Capture, masking hook, encoding and segment writing (no Qt, no UI)."""

@@ -1,0 +1,75 @@
+"""What sources push: every item carries ``capture_ns`` from the session clock, taken where the
+data was acquired (screen just before the grab, camera right after ``read()``, microphone the
+time of the FIRST sample of the block, operation events at the event)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import numpy as np
+
+
+@dataclass(slots=True)
+class VideoFrame:
+    capture_ns: int
+    image: np.ndarray  # (h, w, 3) BGR or (h, w, 4) BGRA, owned
+    seq: int = 0       # per-source frame number (from 0)
+    paused: bool = False
+
+
+@dataclass(slots=True)
+class AudioChunk:
+    capture_ns: int      # clock time of the FIRST sample
+    rate_hz: int
+    samples: np.ndarray  # (frames, channels) float32 in [-1, 1], owned copy
+
+
+@dataclass(slots=True)
+class OpEvent:
+    capture_ns: int
+    kind: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+T = TypeVar("T")
+
+
+class DropQueue(Generic[T]):
+    """A bounded queue that never blocks the producer: a full queue drops the new item and counts.
+
+    ``offer`` is called from device threads and PortAudio callbacks; ``drain`` from the consumer.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, int(capacity))
+        self._items: collections.deque[T] = collections.deque()
+        self._lock = threading.Lock()
+        self.offered = 0
+        self.dropped = 0
+
+    def offer(self, item: T) -> bool:
+        with self._lock:
+            self.offered += 1
+            if len(self._items) >= self.capacity:
+                self.dropped += 1
+                return False
+            self._items.append(item)
+            return True
+
+    def count_drop(self, n: int = 1) -> None:
+        """Count items lost before they reached the queue (e.g. capture ticks missed)."""
+        with self._lock:
+            self.offered += n
+            self.dropped += n
+
+    def drain(self) -> list[T]:
+        with self._lock:
+            out = list(self._items)
+            self._items.clear()
+            return out
+
+    def __len__(self) -> int:
+        return len(self._items)

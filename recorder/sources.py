@@ -1,0 +1,481 @@
+"""Capture sources: screen (mss), camera (OpenCV), microphone (sounddevice), operation log.
+
+Each source owns its thread (or the PortAudio callback) and pushes timestamped items into a
+:class:`~recorder.items.DropQueue`; a full queue drops with a count, never blocking a device.
+An exception in a device thread is stashed in ``source.error`` and re-raised by the pipeline on
+the consumer side (``source.check()``), never a silent thread death.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import cv2
+import numpy as np
+
+from recorder.items import AudioChunk, DropQueue, OpEvent, VideoFrame
+from station import logs
+from station.clock import Clock
+from station.errors import DeviceLost, UsageError
+
+log = logs.get("capture")
+
+
+class Source(abc.ABC):
+    """A capture device that pushes timestamped items to a queue."""
+
+    name = "source"
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self.queue: DropQueue[Any] | None = None
+        self.error: BaseException | None = None
+        self.captured = 0
+        self.last_capture_ns = 0
+        self.info: dict[str, Any] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._opened = False
+        self._started = False
+        self._stopped = False
+
+    def open(self) -> None:
+        """Open the device now (idempotent): a missing device fails here, before recording."""
+        with self._lock:
+            if not self._opened:
+                self._open()
+                self._opened = True
+
+    def start(self, queue: DropQueue[Any]) -> None:
+        with self._lock:
+            if self._started:
+                return
+            self.queue = queue
+            if not self._opened:
+                self._open()
+                self._opened = True
+            self._started = True
+            self._start_impl()
+
+    def stop(self) -> None:
+        """Stop capturing and release the device (idempotent)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+            self._stop.set()
+            if self._started:
+                self._stop_impl()
+            elif self._opened:
+                self._close()
+
+    def check(self) -> None:
+        """Re-raise on the consumer side what the device thread stashed."""
+        if self.error is not None:
+            err = self.error
+            if isinstance(err, DeviceLost):
+                raise err
+            raise DeviceLost(self.name, f"{type(err).__name__}: {err}") from err
+
+    def _push(self, item: Any) -> None:
+        assert self.queue is not None
+        self.captured += 1
+        self.last_capture_ns = item.capture_ns
+        self.queue.offer(item)
+
+    def _open(self) -> None:
+        """Open the device (raises on the caller's thread, before anything runs)."""
+
+    def _start_impl(self) -> None:
+        self._thread = threading.Thread(target=self._guarded, name=f"src-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _stop_impl(self) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        self._close()
+
+    def _close(self) -> None:
+        """Release the device."""
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except BaseException as exc:  # stashed, re-raised by the consumer
+            log.error("%s source failed: %s", self.name, exc)
+            self.error = exc
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class PacedSource(Source):
+    """A source that samples on a fixed schedule of ``fps`` ticks per second.
+
+    A tick that passed while the previous capture was still running is skipped and counted as a
+    drop, so frame counts stay honest (fps x duration minus drops)."""
+
+    fps: float = 15.0
+    CATCH_UP_TICKS = 3
+
+    def _run(self) -> None:
+        period_ns = int(1e9 / self.fps)
+        start_ns = self.clock.now_ns()
+        tick = 0
+        while not self._stop.is_set():
+            due_ns = start_ns + tick * period_ns
+            wait_s = (due_ns - self.clock.now_ns()) / 1e9
+            if wait_s > 0 and self._stop.wait(wait_s):
+                break
+            self._tick(tick)
+            tick += 1
+            behind = (self.clock.now_ns() - start_ns) // period_ns - tick - self.CATCH_UP_TICKS
+            if behind > 0:  # ticks missed while capturing (a short delay is caught up instead)
+                assert self.queue is not None
+                self.queue.count_drop(int(behind))
+                tick += int(behind)
+
+    @abc.abstractmethod
+    def _tick(self, tick: int) -> None: ...
+
+
+def parse_monitor(spec: str) -> int | tuple[int, int, int, int] | str:
+    spec = str(spec).strip()
+    if spec == "all":
+        return "all"
+    if "," in spec:
+        parts = spec.split(",")
+        if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+            raise UsageError(f"monitor {spec!r}: expected a number, 'all' or 'x,y,w,h'")
+        x, y, w, h = (int(p) for p in parts)
+        if w < 16 or h < 16:
+            raise UsageError(f"monitor region {spec!r} is too small")
+        return (x, y, w, h)
+    if not spec.isdigit() or int(spec) < 1:
+        raise UsageError(f"monitor {spec!r}: expected a number from 1, 'all' or 'x,y,w,h'")
+    return int(spec)
+
+
+def fit_frame(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale keeping the aspect ratio and letterbox into width x height (no-op if it fits)."""
+    h, w = img.shape[:2]
+    if (w, h) == (width, height):
+        return img
+    scale = min(width / w, height / h)
+    nw, nh = max(2, int(w * scale)) & ~1, max(2, int(h * scale)) & ~1
+    small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    out = np.zeros((height, width, img.shape[2]), np.uint8)
+    y, x = (height - nh) // 2, (width - nw) // 2
+    out[y:y + nh, x:x + nw] = small
+    return out
+
+
+class ScreenSource(PacedSource):
+    """Screen frames with mss: a monitor (1 = first), ``"all"`` (the virtual screen spanning every
+    monitor), or a region ``(x, y, w, h)``. The cursor is drawn in (XFixes). Frames are BGRA,
+    scaled/letterboxed to ``width`` x ``height``.
+
+    Monitors that appear or disappear are handled: the layout is re-read every few seconds and
+    after a failed grab; a chosen monitor that vanished falls back to the first one (reported via
+    ``on_change``), and the output size never changes within a session.
+    """
+
+    name = "screen"
+
+    def __init__(self, clock: Clock, *, monitor: str = "1", fps: float = 15, width: int = 1920,
+                 height: int = 1080, draw_cursor: bool = True,
+                 on_change: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        super().__init__(clock)
+        self.spec = parse_monitor(monitor)
+        self.fps, self.width, self.height = float(fps), int(width), int(height)
+        self.draw_cursor = draw_cursor
+        self.on_change = on_change
+        self._sct: Any = None
+        self._area: dict[str, int] = {}
+        self._layout_checked_ns = 0
+        self._fail_count = 0
+
+    def _resolve(self) -> dict[str, int]:
+        monitors = self._sct.monitors
+        if self.spec == "all":
+            return dict(monitors[0])
+        if isinstance(self.spec, tuple):
+            x, y, w, h = self.spec
+            return {"left": x, "top": y, "width": w, "height": h}
+        if self.spec < len(monitors):
+            return dict(monitors[self.spec])
+        return dict(monitors[1] if len(monitors) > 1 else monitors[0])
+
+    def _open(self) -> None:
+        import mss
+
+        try:
+            self._sct = mss.MSS(with_cursor=self.draw_cursor)
+        except Exception as exc:
+            raise DeviceLost("screen", f"cannot open the display: {exc}") from exc
+        monitors = self._sct.monitors
+        if isinstance(self.spec, int) and self.spec >= len(monitors):
+            self._sct.close()
+            raise UsageError(f"monitor {self.spec} does not exist (this display has {len(monitors) - 1})")
+        self._area = self._resolve()
+        self.info = {"monitors": len(monitors) - 1, "area": dict(self._area),
+                     "width": self.width, "height": self.height, "fps": self.fps}
+
+    def _relayout(self) -> None:
+        # mss caches the monitor list; drop the cache so a plugged/unplugged monitor shows up
+        try:
+            self._sct._monitors = []  # noqa: SLF001  (mss re-enumerates on the next access)
+        except AttributeError:
+            pass
+        area = self._resolve()
+        if area != self._area:
+            log.warning("screen layout changed: %s -> %s", self._area, area)
+            old, self._area = self._area, area
+            self.info["area"] = dict(area)
+            self.info["monitors"] = len(self._sct.monitors) - 1
+            if self.on_change:
+                self.on_change("screen_layout_changed", {"old": old, "new": area,
+                                                         "monitors": self.info["monitors"]})
+
+    def _tick(self, tick: int) -> None:
+        now = self.clock.now_ns()
+        if now - self._layout_checked_ns > 3_000_000_000:
+            self._layout_checked_ns = now
+            self._relayout()
+        capture_ns = self.clock.now_ns()
+        try:
+            shot = self._sct.grab(self._area)
+        except Exception as exc:  # a monitor vanished under us: re-read the layout once
+            self._fail_count += 1
+            if self._fail_count > 10:
+                raise DeviceLost("screen", str(exc)) from exc
+            self._relayout()
+            assert self.queue is not None
+            self.queue.count_drop()
+            return
+        self._fail_count = 0
+        h, w = shot.height, shot.width
+        img = np.frombuffer(shot.raw, np.uint8).reshape(h, w, 4)
+        img = fit_frame(img, self.width, self.height)
+        self._push(VideoFrame(capture_ns, img, seq=tick))
+
+    def _close(self) -> None:
+        if self._sct is not None:
+            self._sct.close()
+            self._sct = None
+
+
+class CameraSource(Source):
+    """Camera frames with OpenCV ``VideoCapture``: a device index or any URL/file OpenCV opens.
+
+    Requested resolution and fps are negotiated with the device and the actual values reported in
+    ``info``. A regular file is played in real time at the requested fps and looped (that is how
+    tests and demos bring a camera). Frames are BGR scaled to ``width`` x ``height``.
+    """
+
+    name = "camera"
+    MAX_FAILED_READS = 25
+
+    def __init__(self, clock: Clock, src: str | int, *, width: int = 1280, height: int = 720,
+                 fps: float = 25) -> None:
+        super().__init__(clock)
+        self.src: str | int = int(src) if isinstance(src, str) and src.isdigit() else src
+        self.width, self.height, self.fps = int(width), int(height), float(fps)
+        self._cap: Any = None
+        self._is_file = isinstance(self.src, str) and os.path.isfile(self.src)
+
+    def _open(self) -> None:
+        cap = cv2.VideoCapture(self.src)
+        if not cap.isOpened():
+            raise DeviceLost(str(self.src), "OpenCV cannot open it")
+        if not self._is_file:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.width)
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.height)
+            cap.set(cv2.CAP_PROP_FPS, self.fps)
+        self._cap = cap
+        self.info = {"source": str(self.src), "file": self._is_file,
+                     "device_width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                     "device_height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
+                     "device_fps": round(float(cap.get(cv2.CAP_PROP_FPS) or 0), 3),
+                     "width": self.width, "height": self.height, "fps": self.fps}
+
+    def _read(self) -> np.ndarray | None:
+        ok, img = self._cap.read()
+        if not ok and self._is_file:  # loop a file
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            ok, img = self._cap.read()
+        return img if ok else None
+
+    def _run(self) -> None:
+        period_ns = int(1e9 / self.fps)
+        start_ns = self.clock.now_ns()
+        tick = failed = 0
+        while not self._stop.is_set():
+            if self._is_file:  # a file has no clock of its own: pace it
+                due_ns = start_ns + tick * period_ns
+                wait_s = (due_ns - self.clock.now_ns()) / 1e9
+                if wait_s > 0 and self._stop.wait(wait_s):
+                    break
+            img = self._read()
+            capture_ns = self.clock.now_ns()
+            if img is None:
+                failed += 1
+                if failed >= self.MAX_FAILED_READS:
+                    raise DeviceLost(str(self.src), f"{failed} reads in a row failed")
+                self._stop.wait(0.02)
+                continue
+            failed = 0
+            if img.ndim == 2:
+                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            self._push(VideoFrame(capture_ns, fit_frame(img, self.width, self.height), seq=tick))
+            tick += 1
+            if self._is_file:
+                behind = (self.clock.now_ns() - start_ns) // period_ns - tick - PacedSource.CATCH_UP_TICKS
+                if behind > 0:
+                    assert self.queue is not None
+                    self.queue.count_drop(int(behind))
+                    for _ in range(int(behind)):
+                        self._cap.grab()
+                    tick += int(behind)
+
+    def _close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class MicrophoneSource(Source):
+    """Microphone blocks with sounddevice, timestamped with the time of their FIRST sample.
+
+    PortAudio's ADC time of the block is mapped onto the session clock through the stream's own
+    ``currentTime`` (both read in the callback), so capture latency inside the audio stack is
+    taken out; if the host API gives no ADC time, now minus the block duration is used.
+    Overflows are counted.
+    """
+
+    name = "microphone"
+
+    def __init__(self, clock: Clock, device: str | int | None = None, *, rate_hz: int = 48000,
+                 channels: int = 1, block_frames: int | None = None) -> None:
+        super().__init__(clock)
+        if isinstance(device, str):
+            device = int(device) if device.isdigit() else (device or None)
+        self.device = device
+        self.rate_hz, self.channels = int(rate_hz), int(channels)
+        self.block_frames = block_frames or self.rate_hz // 50
+        self.overflows = 0
+        self.level_dbfs = -120.0
+        self.callbacks = 0
+        self.first_callback = threading.Event()
+        self._stream: Any = None
+
+    def _open(self) -> None:
+        import sounddevice as sd
+
+        try:
+            self._stream = sd.InputStream(device=self.device, samplerate=self.rate_hz,
+                                          channels=self.channels, dtype="float32",
+                                          blocksize=self.block_frames, callback=self._callback,
+                                          finished_callback=self._finished)
+        except Exception as exc:
+            raise DeviceLost(str(self.device or "default input"), str(exc)) from exc
+        self.info = {"device": str(self.device or "default"), "rate_hz": self.rate_hz,
+                     "channels": self.channels, "latency_s": round(float(self._stream.latency), 4)}
+
+    def _start_impl(self) -> None:
+        self._stream.start()
+
+    def _stop_impl(self) -> None:
+        try:
+            self._stream.stop()
+        except Exception as exc:  # pragma: no cover - device already gone
+            log.warning("microphone stop: %s", exc)
+        self._close()
+
+    def _close(self) -> None:
+        try:
+            self._stream.close()
+        except Exception as exc:  # pragma: no cover - device already gone
+            log.warning("microphone close: %s", exc)
+
+    def _finished(self) -> None:
+        if not self._stop.is_set() and self.error is None:
+            self.error = DeviceLost(str(self.device or "default input"), "the audio stream ended")
+
+    def _callback(self, indata: np.ndarray, frames: int, t: Any, status: Any) -> None:
+        now_ns = self.clock.now_ns()
+        try:
+            if status and status.input_overflow:
+                self.overflows += 1
+            latency_s = float(t.currentTime) - float(t.inputBufferAdcTime)
+            if float(t.inputBufferAdcTime) > 0 and 0 <= latency_s < 1.0:
+                capture_ns = now_ns - int(latency_s * 1e9)
+            else:
+                capture_ns = now_ns - frames * 1_000_000_000 // self.rate_hz
+            samples = indata.copy()
+            rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if frames else 0.0
+            self.level_dbfs = 20 * np.log10(max(rms, 1e-6))
+            self.callbacks += 1
+            self._push(AudioChunk(capture_ns, self.rate_hz, samples))
+            self.first_callback.set()
+        except BaseException as exc:  # never raise into PortAudio
+            self.error = exc
+
+
+class OpLogSource:
+    """Operation-log events on the session clock: ``emit(kind, **fields)``.
+
+    Events are few; they are kept (never dropped) until the pipeline drains them into the sealed
+    ``seg-NNNNNN.oplog.drseg`` of the segment they fall in. Listeners (``subscribe``) see each
+    event as it is emitted (the UI timeline).
+    """
+
+    name = "oplog"
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+        self._events: list[OpEvent] = []
+        self._lock = threading.Lock()
+        self.count = 0
+        self._listeners: list[Callable[[OpEvent], None]] = []
+
+    def emit(self, kind: str, **fields: Any) -> OpEvent:
+        if not kind or not isinstance(kind, str):
+            raise UsageError(f"operation event kind {kind!r}: expected a non-empty string")
+        ev = OpEvent(self.clock.now_ns(), kind, fields)
+        with self._lock:
+            self._events.append(ev)
+            self.count += 1
+        for fn in list(self._listeners):
+            try:
+                fn(ev)
+            except Exception as exc:
+                log.warning("oplog listener failed: %s", exc)
+        return ev
+
+    def subscribe(self, fn: Callable[[OpEvent], None]) -> None:
+        self._listeners.append(fn)
+
+    def drain(self, before_ns: int | None = None) -> list[OpEvent]:
+        with self._lock:
+            if before_ns is None:
+                out, self._events = self._events, []
+            else:
+                out = [e for e in self._events if e.capture_ns < before_ns]
+                self._events = [e for e in self._events if e.capture_ns >= before_ns]
+        return out
+
+
+def wait_until(pred: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return pred()
