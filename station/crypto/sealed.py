@@ -274,15 +274,17 @@ def _read_exact(fh: BinaryIO, n: int) -> bytes:
 def parse_prefix(fh: BinaryIO, name: str) -> tuple[dict[str, Any], bytes]:
     """Read magic, version and header; return (header dict, raw prefix bytes incl. ss header)."""
     fixed = _read_exact(fh, _PREFIX.size)
-    if len(fixed) < 10 or fixed[:8] != MAGIC:
-        if len(fixed) < 8 and MAGIC.startswith(fixed):
-            raise Truncated(name, 0, len(fixed), "inside the file prefix")
+    if len(fixed) < len(MAGIC) and MAGIC.startswith(fixed):
+        raise Truncated(name, 0, len(fixed), "inside the magic")
+    if fixed[:8] != MAGIC:
         raise BadHeader(name, "not a DualRec sealed segment (magic)")
+    if len(fixed) < 10:
+        raise Truncated(name, 0, len(fixed), "inside the version word")
     version = struct.unpack(">H", fixed[8:10])[0]
     if version not in SUPPORTED_FORMATS:
         raise UnsupportedFormat(name, version, ", ".join(map(str, SUPPORTED_FORMATS)))
     if len(fixed) < _PREFIX.size:
-        raise Truncated(name, 0, len(fixed), "inside the file prefix")
+        raise Truncated(name, 0, len(fixed), "inside the header length")
     hlen = struct.unpack(">I", fixed[10:14])[0]
     if not 1 <= hlen <= MAX_HEADER_BYTES:
         raise BadHeader(name, f"header length {hlen} out of range")
@@ -459,12 +461,23 @@ class SealedReader(io.RawIOBase):
     def read(self, size: int | None = -1) -> bytes:
         if size is None or size < 0:
             return self.readall()
-        while self._bufpos >= len(self._buf):
-            if not self._advance():
-                return b""
-        out = self._buf[self._bufpos: self._bufpos + size]
-        self._bufpos += len(out)
-        return out
+        parts: list[bytes] = []
+        want = size
+        while want > 0:
+            if self._bufpos >= len(self._buf):
+                try:
+                    if not self._advance():
+                        break
+                except SealError:
+                    if parts:  # hand out what verified; the error comes on the next call
+                        break
+                    raise
+                continue
+            piece = self._buf[self._bufpos: self._bufpos + want]
+            self._bufpos += len(piece)
+            want -= len(piece)
+            parts.append(piece)
+        return b"".join(parts)
 
     def readall(self) -> bytes:
         parts = [self._buf[self._bufpos:]]

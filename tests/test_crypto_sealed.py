@@ -1,0 +1,243 @@
+"""Sealed segments: round trips, every failure its own error class, truncation, PyAV reads."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from pathlib import Path
+
+import av
+import nacl.public
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from station.crypto.keys import recipient_text
+from station.crypto.sealed import (BadHeader, NoMatchingRecipient, SealedReader, SealedWriter,
+                                   SealError, Truncated, UnsupportedFormat, WrongKey,
+                                   scan_frames)
+
+ID = nacl.public.PrivateKey(bytes(range(32)))
+RCPT = recipient_text(ID.public_key)
+HDR = {"station": "st", "session": "s1", "seq": 1, "kind": "media"}
+
+
+def seal(path: Path, chunks: list[bytes], flush_each: bool = True, close: bool = True,
+         **kw: object) -> SealedWriter:
+    w = SealedWriter(path, [RCPT], HDR, **kw)  # type: ignore[arg-type]
+    for c in chunks:
+        w.write(c)
+        if flush_each:
+            w.flush()
+    if close:
+        w.close()
+    return w
+
+
+def read_all(data: bytes | Path, ident: object = ID) -> tuple[bytes, Exception | None]:
+    """Plaintext released and the error that stopped reading (None at a clean end)."""
+    out = bytearray()
+    src = io.BytesIO(data) if isinstance(data, bytes) else data
+    try:
+        with SealedReader(src, [ident]) as rd:
+            for m in rd.messages():
+                out += m
+    except SealError as exc:
+        return bytes(out), exc
+    return bytes(out), None
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(chunks=st.lists(st.binary(max_size=3000), max_size=8), small=st.booleans(),
+       flush_each=st.booleans())
+def test_round_trip_returns_exactly_the_bytes_written(chunks: list[bytes], small: bool,
+                                                      flush_each: bool) -> None:
+    with tempfile.TemporaryDirectory() as t:
+        p = Path(t) / "s.drseg"
+        w = seal(p, chunks, flush_each, max_message_bytes=97 if small else 1 << 20)
+        assert w.bytes_written == p.stat().st_size
+        assert w.sha256 == hashlib.sha256(p.read_bytes()).hexdigest()
+        got, err = read_all(p)
+        assert err is None and got == b"".join(chunks)
+        with SealedReader(p, ID) as rd:  # read(n) path too
+            parts = []
+            while chunk := rd.read(1000):
+                parts.append(chunk)
+        assert b"".join(parts) == b"".join(chunks)
+
+
+@pytest.mark.slow
+def test_round_trip_of_200_mb_is_identical(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    block = rng.integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
+    src_hash = hashlib.sha256()
+    p = tmp_path / "big.drseg"
+    with SealedWriter(p, [RCPT], HDR) as w:
+        for i in range(50):  # 50 x 4 MiB = 200 MiB, flushed every 64 KiB-ish write
+            data = block[i:] + block[:i]
+            src_hash.update(data)
+            for off in range(0, len(data), 1 << 16):
+                w.write(data[off: off + (1 << 16)])
+                w.flush()
+    dst_hash = hashlib.sha256()
+    n = 0
+    with SealedReader(p, [ID]) as rd:
+        for m in rd.messages():
+            dst_hash.update(m)
+            n += len(m)
+    assert n == 200 << 20
+    assert dst_hash.hexdigest() == src_hash.hexdigest()
+
+
+def test_empty_segment_round_trips_and_close_is_idempotent(tmp_path: Path) -> None:
+    w = seal(tmp_path / "e.drseg", [])
+    size = w.bytes_written
+    w.close()
+    assert w.bytes_written == size == (tmp_path / "e.drseg").stat().st_size
+    assert read_all(tmp_path / "e.drseg") == (b"", None)
+
+
+def test_writer_refuses_to_overwrite_and_to_seal_for_nobody(tmp_path: Path) -> None:
+    seal(tmp_path / "a.drseg", [b"x"])
+    with pytest.raises(FileExistsError):
+        seal(tmp_path / "a.drseg", [b"y"])
+    assert read_all(tmp_path / "a.drseg") == (b"x", None)
+    with pytest.raises(SealError, match="no recipients"):
+        SealedWriter(tmp_path / "b.drseg", [], HDR)
+    assert (tmp_path / "a.drseg").stat().st_mode & 0o777 == 0o600
+
+
+def _small() -> bytes:
+    with tempfile.TemporaryDirectory() as t:
+        p = Path(t) / "s.drseg"
+        seal(p, [b"alpha" * 5, b"beta" * 7, b"gamma"])
+        return p.read_bytes()
+
+
+SMALL = _small()
+PLAIN = b"alpha" * 5 + b"beta" * 7 + b"gamma"
+
+
+@settings(max_examples=300, deadline=None)
+@given(pos=st.integers(0, len(SMALL) * 8 - 1))
+def test_any_single_bit_flip_raises_a_seal_error_and_releases_only_genuine_bytes(pos: int) -> None:
+    b = bytearray(SMALL)
+    b[pos // 8] ^= 1 << (pos % 8)
+    got, err = read_all(bytes(b))
+    assert err is not None, f"bit {pos} flipped went unnoticed"
+    assert PLAIN.startswith(got)
+
+
+def test_every_cut_raises_truncated_after_releasing_only_complete_messages() -> None:
+    full = scan_frames(io.BytesIO(SMALL))
+    assert full["final"] and full["messages"] == 5  # header message, 3 messages, FINAL
+    for cut in range(len(SMALL)):
+        got, err = read_all(SMALL[:cut])
+        assert isinstance(err, Truncated), (cut, err)
+        assert PLAIN.startswith(got)
+        assert err.offset <= cut
+
+
+def test_truncated_error_names_the_message_and_offset(tmp_path: Path) -> None:
+    p = tmp_path / "t.drseg"
+    w = seal(p, [b"one", b"two", b"three"], close=False)
+    w.write(b"never flushed")
+    got, err = read_all(p)
+    assert got == b"onetwothree"
+    assert isinstance(err, Truncated) and err.messages == 4 and err.offset == p.stat().st_size
+    assert "after 4 complete messages" in str(err)
+
+
+def test_wrong_identity_and_damaged_header_have_distinct_errors(tmp_path: Path) -> None:
+    other = nacl.public.PrivateKey.generate()
+    assert isinstance(read_all(SMALL, other)[1], NoMatchingRecipient)
+    assert isinstance(read_all(b"NOTASEG!" + SMALL[8:])[1], BadHeader)
+    assert isinstance(read_all(SMALL[:8] + b"\x00\x09" + SMALL[10:])[1], UnsupportedFormat)
+    # header of one segment with the body of another: the header message fails
+    p2 = tmp_path / "2.drseg"
+    seal(p2, [b"alpha" * 5, b"beta" * 7, b"gamma"])
+    other_seg = p2.read_bytes()
+    hl = int.from_bytes(SMALL[10:14], "big")
+    got, err = read_all(other_seg[:14 + hl + 24] + SMALL[14 + hl + 24:])
+    assert isinstance(err, BadHeader) and got == b""
+    # the right fingerprint, but the wrapped key was made for someone else
+    import json
+    hdr = json.loads(SMALL[14:14 + hl])
+    hdr2 = json.loads(other_seg[14:14 + hl])
+    hdr["recipients"][0]["wrapped"] = hdr2["recipients"][0]["wrapped"][:-8] + "AAAAAAA="
+    from station.crypto.sealed import canonical_json
+    hj = canonical_json(hdr)
+    got, err = read_all(SMALL[:10] + len(hj).to_bytes(4, "big") + hj + SMALL[14 + hl:])
+    assert isinstance(err, WrongKey)
+
+
+def test_rotation_any_of_several_recipients_opens_the_segment(tmp_path: Path) -> None:
+    old, new = nacl.public.PrivateKey.generate(), nacl.public.PrivateKey.generate()
+    p = tmp_path / "r.drseg"
+    with SealedWriter(p, [recipient_text(old.public_key), recipient_text(new.public_key)],
+                      HDR) as w:
+        w.write(b"payload")
+    for ids in ([old], [new], [nacl.public.PrivateKey.generate(), old]):
+        with SealedReader(p, ids) as rd:
+            assert rd.read() == b"payload"
+
+
+def _encode_matroska(sink: object, frames: int, flush: object) -> None:
+    out = av.open(sink, "w", format="matroska")
+    vs = out.add_stream("libx264", rate=15)
+    vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+    vs.options = {"g": "15"}
+    for i in range(frames):
+        img = np.full((120, 160, 3), (i * 7) % 255, np.uint8)
+        for pkt in vs.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+            out.mux(pkt)
+        if i % 15 == 14:
+            flush()  # type: ignore[operator]
+    for pkt in vs.encode(None):
+        out.mux(pkt)
+    out.close()
+
+
+class _Sink:
+    def __init__(self, w: SealedWriter) -> None:
+        self.w = w
+
+    def write(self, b: bytes) -> int:
+        return self.w.write(b)
+
+
+class _NonSeekable(SealedReader):
+    def seekable(self) -> bool:
+        return False
+
+    def seek(self, *a: object) -> int:
+        raise OSError("not seekable")
+
+
+@pytest.mark.parametrize("reader", [SealedReader, _NonSeekable])
+def test_pyav_decodes_matroska_straight_from_the_sealed_reader(tmp_path: Path,
+                                                               reader: type) -> None:
+    p = tmp_path / "m.drseg"
+    w = SealedWriter(p, [RCPT], HDR)
+    _encode_matroska(_Sink(w), 45, w.flush)
+    w.close()
+    assert w.messages >= 4  # header message, 3 flushes, ..., FINAL
+    with open(p, "rb") as fh, reader(fh, [ID]) as rd, av.open(rd, format="matroska") as c:
+        frames = [f.to_ndarray(format="gray")[60, 80] for f in c.decode(video=0)]
+    assert len(frames) == 45
+    assert abs(int(frames[20]) - int((20 * 7) % 255 * 0.86 + 16)) < 12  # grey level survived
+
+
+def test_seek_backwards_re_decrypts_from_the_message_start(tmp_path: Path) -> None:
+    p = tmp_path / "s.drseg"
+    data = os.urandom(5000)
+    seal(p, [data[i:i + 700] for i in range(0, 5000, 700)])
+    with SealedReader(p, [ID]) as rd:
+        assert rd.read(4000) == data[:4000]
+        for pos in (3999, 10, 701, 0, 4999):
+            assert rd.seek(pos) == pos
+            assert rd.read(50) == data[pos:pos + 50]
+        assert rd.seek(0, io.SEEK_END) == 5000
