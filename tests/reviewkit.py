@@ -144,3 +144,100 @@ def encode_segment(out: Any, start_s: float, dur_s: float, *, screen_fps: int = 
 def write_plain(path: Path, **kw: Any) -> None:
     with open(path, "wb") as fh:
         encode_segment(fh, **kw)
+
+
+# --- sealed sessions ----------------------------------------------------------------------------
+
+STEPS = ["identity_shown", "risk_disclosure_read", "terms_explained", "customer_confirmed"]
+
+
+class _WriteOnly:
+    """What the recorder hands PyAV: write() only, so the muxer streams (no seeking back)."""
+
+    def __init__(self, w: Any) -> None:
+        self.w = w
+
+    def write(self, data: Any) -> int:
+        self.w.write(bytes(data))
+        self.w.flush()
+        return len(data)
+
+
+def new_session_id(day: str | None = None) -> str:
+    import datetime as dt
+    import secrets
+
+    now = dt.datetime.now(dt.UTC)
+    stamp = (day.replace("-", "") if day else now.strftime("%Y%m%d")) + now.strftime("T%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(4)}"
+
+
+def make_session(spool: Path, recipients: list[Any], signing_key: Any, *, session_id: str | None = None,
+                 station: str = "seat-01", agent: str = "agent-7", segments: int = 2, seg_s: float = 3.0,
+                 camera: str = "face", audio: str = "tone", steps: list[str] | None = None,
+                 consent: bool = True, extra_events: list[dict[str, Any]] | None = None,
+                 screen_size: tuple[int, int] = (640, 360), camera_size: tuple[int, int] = (320, 240),
+                 gop_s: float = 1.0) -> Path:
+    """A finished sealed session in ``spool/<id>`` with the real SessionSealer."""
+    import json
+
+    from station.crypto import SessionSealer
+
+    sid = session_id or new_session_id()
+    d = spool / sid
+    steps = STEPS if steps is None else steps
+    total = segments * seg_s
+    events: list[dict[str, Any]] = []
+    if consent:
+        events.append({"t_ms": 300, "kind": "consent", "label": "agreed"})
+    for i, s in enumerate(steps):
+        events.append({"t_ms": int((0.5 + i * (total - 1.0) / max(1, len(steps))) * 1000) + 200,
+                       "kind": "script_step", "label": s, "index": i + 1})
+    events += [{"t_ms": int(t * 1000), "kind": "window", "title": f"app {k}"}
+               for k, t in enumerate((0.8, total / 2 + 0.1))]
+    events += extra_events or []
+    events.sort(key=lambda e: e["t_ms"])
+    sealer = SessionSealer(d, sid, station, recipients, signing_key,
+                           meta={"agent": agent, "site": "hq"})
+    for i in range(segments):
+        seq = i + 1
+        start = i * seg_s
+        media = sealer.open_segment(seq, "media")
+        encode_segment(_WriteOnly(media), start_s=start, dur_s=seg_s, camera=camera, audio=audio,
+                       screen_size=screen_size, camera_size=camera_size, gop_s=gop_s)
+        op = sealer.open_segment(seq, "oplog")
+        op.write(b"".join((json.dumps(e) + "\n").encode() for e in events
+                          if start * 1000 <= e["t_ms"] < (start + seg_s) * 1000))
+        ml = sealer.open_segment(seq, "masklog")
+        ml.write((json.dumps({"rule": "phone", "start_ms": int((start + 0.5) * 1000),
+                              "end_ms": int((start + 1.5) * 1000), "box": [10, 10, 50, 20]}) + "\n").encode())
+        sealer.close_segment(seq, {"start_pts_ms": int(start * 1000),
+                                   "streams": {k: {"dropped": 0, "first_pts_ms": int(start * 1000),
+                                                   "last_pts_ms": int((start + seg_s) * 1000) - 40}
+                                               for k in ("screen", "camera", "audio")},
+                                   "gaps": [], "masking": {"enabled": True, "boxes": 1}})
+    sealer.finish("normal", {"duration_s": total})
+    return d
+
+
+def upload(session_dir: Path, store: Any, prefix: str = "", day: str | None = None,
+           station: str = "seat-01") -> str:
+    """Put a spool session into a store under the uploader's layout; returns its folder key."""
+    from uploader.layout import session_prefix
+
+    folder = session_prefix(prefix, session_dir.name, station)
+    for p in sorted(session_dir.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            store.put(f"{folder}/{p.name}", p)
+    return folder
+
+
+def onsets_s(samples: np.ndarray, rate_hz: int = RATE_HZ, level: float = 0.2) -> np.ndarray:
+    """Times of rising edges of the tone envelope (at least 0.5 s apart)."""
+    env = np.abs(samples) > level
+    edges = np.flatnonzero(env[1:] & ~env[:-1]) + 1
+    out: list[int] = []
+    for e in edges:
+        if not out or e - out[-1] > rate_hz // 2:
+            out.append(int(e))
+    return np.array(out, dtype=np.float64) / rate_hz

@@ -253,7 +253,7 @@ def step_name(event: Mapping[str, Any]) -> str | None:
     """The script step an operation-log event marks, if any."""
     kind = event_kind(event)
     if kind in ("script_step", "step", "script-step", "script.step"):
-        name = event.get("step") or event.get("name") or event.get("id")
+        name = event.get("step") or event.get("label") or event.get("name") or event.get("id")
         return str(name) if name else None
     if kind == "marker" and (event.get("step") or event.get("category") == "step"):
         name = event.get("step") or event.get("name")
@@ -266,7 +266,8 @@ def is_consent(event: Mapping[str, Any]) -> bool:
     kind = event_kind(event)
     if kind not in ("consent", "consent_given", "consent-given", "consent.given"):
         return kind == "marker" and event.get("name") == "consent"
-    return event.get("accepted", event.get("granted", event.get("given", True))) not in (False, "no", "refused")
+    answer = event.get("label", event.get("accepted", event.get("granted", event.get("given", True))))
+    return answer not in (False, "no", "refused", "declined")
 
 
 def check_steps(step_events: Sequence[str], required: Sequence[str]) -> dict[str, Any]:
@@ -408,3 +409,97 @@ def evaluate(session_id: str, camera: CameraQc | None, audio: AudioQc | None,
     m["intact"] = intact
     return QcReport(session_id=session_id, metrics=m, flags=flags, steps=steps, consent=consent,
                     masking=summary["masking"], spans=spans)
+
+
+# --- a stored session: analyse once, seal beside it, load ---------------------------------------
+
+def analyse_session(rs: Any, thresholds: Thresholds, chunk_s: float = 10.0) -> QcReport:
+    """Decode a verified :class:`~station.review.session.ReviewSession` once and evaluate it."""
+    from station.review.player import CAMERA
+
+    if rs.report is None:
+        rs.verify()
+    camera, audio = CameraQc(), AudioQc()
+    events = rs.events()
+    stats = [m.get("stats") or {} for _, m in sorted(rs.manifests().items())]
+    try:
+        player = rs.player(audit=False)
+    except Exception:  # nothing playable: report what the manifests and oplog say
+        return evaluate(rs.session_id, None, None, events, stats, thresholds, intact=rs.intact)
+    try:
+        t = 0.0
+        while t < player.duration_s:  # grows to the true end once the last segment is loaded
+            fr = player.frame_at(CAMERA, t)
+            if fr is not None and camera.wants(fr.pts_s):
+                camera.add(fr.gray(), fr.pts_s)
+            t += 1 / CAMERA_SAMPLE_HZ
+        a_first = None
+        t0 = 0.0
+        while t0 < player.duration_s:
+            block = player.audio(t0, min(player.duration_s, t0 + chunk_s))
+            if block.size:
+                audio.add(block, player.audio_rate_hz, t0)
+            t0 += chunk_s
+        for seg in list(player._cache.values()):  # first pts of each stream
+            if a_first is None and seg.audio.size:
+                a_first = seg.audio_start_s
+        v_first = None
+        first_seg = player._get(0) if player.segments[0].seq not in player.refused else None
+        if first_seg is not None:
+            if "audio" in first_seg.tracks:
+                a_first = first_seg.audio_start_s
+            vids = [tr.pts_s[0] for k, tr in first_seg.tracks.items() if k != "audio" and tr.pts_s]
+            v_first = min(vids) if vids else None
+        audio.first_pts_s = a_first if a_first is not None else audio.first_pts_s
+    finally:
+        player.close()
+    return evaluate(rs.session_id, camera, audio, events, stats, thresholds, intact=rs.intact,
+                    video_first_pts_s=v_first)
+
+
+def store_qc(rs: Any, report: QcReport, recipients: Sequence[Any], tmp_dir: Any) -> str:
+    """Seal the report for ``recipients`` and put it beside the session. Returns the key.
+
+    The sealed file passes through ``tmp_dir`` (ciphertext only) because the sealed writer
+    writes files."""
+    import json
+    import os
+    import tempfile
+    from pathlib import Path
+
+    from station.crypto.sealed import SealedWriter
+
+    if not recipients:
+        raise ValueError("no recipients to seal the QC report for")
+    Path(tmp_dir).mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd, name = tempfile.mkstemp(prefix=".qc-", dir=tmp_dir)
+    os.close(fd)
+    os.unlink(name)
+    try:
+        with SealedWriter(name, recipients, {"session": rs.session_id, "kind": "qc"}) as w:
+            w.write(json.dumps(report.to_json(), ensure_ascii=False).encode("utf-8"))
+        data = Path(name).read_bytes()
+    finally:
+        if os.path.exists(name):
+            os.unlink(name)
+    key = f"{rs.folder}/{QC_FILE}"
+    rs.store.put(key, data)
+    return key
+
+
+def load_qc(store: Any, folder: str, identities: Sequence[Any]) -> QcReport | None:
+    """The stored QC report of the session in ``folder``; None if there is none."""
+    import io
+    import json
+
+    from station.crypto.sealed import SealedReader
+
+    key = f"{folder.rstrip('/')}/{QC_FILE}"
+    try:
+        if hasattr(store, "exists") and not store.exists(key):
+            return None
+        data = store.get(key)
+    except (KeyError, FileNotFoundError):
+        return None
+    with SealedReader(io.BytesIO(data), identities, name=QC_FILE) as r:
+        return QcReport.from_json(json.loads(r.read()))
