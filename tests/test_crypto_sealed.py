@@ -69,7 +69,6 @@ def test_round_trip_returns_exactly_the_bytes_written(chunks: list[bytes], small
         assert b"".join(parts) == b"".join(chunks)
 
 
-@pytest.mark.slow
 def test_round_trip_of_200_mb_is_identical(tmp_path: Path) -> None:
     rng = np.random.default_rng(7)
     block = rng.integers(0, 256, 4 << 20, dtype=np.uint8).tobytes()
