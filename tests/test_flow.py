@@ -94,7 +94,7 @@ def test_device_lost_in_a_worker_thread_stops_the_flow_and_tells_listeners(flow)
     flow.agree()
     flow.made.sessions[0].fail(StopCode.DEVICE_LOST, "camera unplugged")
     deadline = time.monotonic() + 5
-    while flow.state is not FlowState.STOPPED and time.monotonic() < deadline:
+    while not any(n == "stopped_unexpectedly" for n, _ in seen) and time.monotonic() < deadline:
         time.sleep(0.01)
     assert flow.state is FlowState.STOPPED and flow.stop_code is StopCode.DEVICE_LOST
     assert flow.stop_error == "camera unplugged"
