@@ -1,0 +1,111 @@
+"""station verify: per-segment verdicts, trust, exit codes; no private key needed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nacl.public
+import nacl.signing
+import pytest
+
+from station.cli import main
+from station.crypto.keys import load_signing_key, recipient_text, station_text
+from station.crypto.session import SessionSealer
+
+RCPT = recipient_text(nacl.public.PrivateKey.generate().public_key)
+SID = "20261124T070000Z-00c0ffee"
+
+
+def make_session(d: Path, sk: nacl.signing.SigningKey, segments: int = 3) -> Path:
+    s = SessionSealer(d, SID, "st-v", [RCPT], sk, {"agent": "a"})
+    for seq in range(1, segments + 1):
+        for kind in ("media", "oplog"):
+            with s.open_segment(seq, kind) as w:
+                w.write(b"x" * 100 * seq)
+        s.close_segment(seq, {"seq_stats": seq})
+    s.finish("normal", {})
+    return d
+
+
+def verify_json(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict]:
+    capsys.readouterr()
+    code = main(["verify", SID, "--json", *args])
+    return code, json.loads(capsys.readouterr().out)
+
+
+@pytest.fixture
+def seat(keyring_service: str, station_home: Path) -> tuple[Path, nacl.signing.SigningKey]:
+    assert main(["keys", "init"]) == 0
+    sk = load_signing_key()
+    assert sk is not None
+    return make_session(station_home / "spool" / SID, sk), sk
+
+
+def test_intact_session_on_the_seat_exits_0_with_every_segment_ok(
+        seat: tuple[Path, nacl.signing.SigningKey], capsys: pytest.CaptureFixture[str]) -> None:
+    code, res = verify_json(capsys)
+    assert code == 0 and res["intact"] is True
+    assert [s["status"] for s in res["segments"]] == ["ok"] * 3
+    assert main(["verify", SID]) == 0
+    assert "INTACT" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("damage", "seq", "status", "code"), [
+    (lambda d: (d / "seg-000002.media.drseg").write_bytes(
+        (d / "seg-000002.media.drseg").read_bytes()[:-1] + b"\x00"), 2, "altered", "altered"),
+    (lambda d: (d / "seg-000003.oplog.drseg").unlink(), 3, "missing", "missing-file"),
+    (lambda d: [p.unlink() for p in d.glob("seg-000003.*")], 3, "missing", "missing-segment"),
+    (lambda d: (d / "seg-000001.media.drseg").write_bytes(
+        (d / "seg-000002.media.drseg").read_bytes()), 1, "reordered", "reordered"),
+])
+def test_each_kind_of_damage_is_named_per_segment_and_exits_3(
+        seat: tuple[Path, nacl.signing.SigningKey], capsys: pytest.CaptureFixture[str],
+        damage, seq: int, status: str, code: str) -> None:  # type: ignore[no-untyped-def]
+    damage(seat[0])
+    rc, res = verify_json(capsys)
+    assert rc == 3 and res["intact"] is False
+    assert {s["seq"]: s["status"] for s in res["segments"]}[seq] == status
+    assert code in res["categories"]
+    assert sum(1 for s in res["segments"] if s["status"] != "ok") == 1
+
+
+def test_a_valid_signature_by_an_unknown_station_is_untrusted_not_ok(
+        keyring_service: str, station_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    stranger = nacl.signing.SigningKey.generate()
+    make_session(station_home / "spool" / SID, stranger, 2)
+    rc, res = verify_json(capsys)  # no local station key at all: needs no private key
+    assert rc == 3 and [s["status"] for s in res["segments"]] == ["untrusted"] * 2
+    rc, res = verify_json(capsys, "--trust", station_text(stranger.verify_key))
+    assert rc == 0 and res["intact"]
+    pol = station_home / "p.toml"
+    pol.write_text(f'[crypto]\ntrusted_stations = ["{station_text(stranger.verify_key)}"]\n')
+    rc, res = verify_json(capsys, "--policy", str(pol))
+    assert rc == 0
+
+
+def test_session_in_the_local_folder_store_is_found_and_unknown_ids_fail_clearly(
+        keyring_service: str, station_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "init"]) == 0
+    sk = load_signing_key()
+    assert sk is not None
+    make_session(station_home / "store" / "dualrec" / "2026" / "11" / "24" / "st-v" / SID, sk, 1)
+    rc, res = verify_json(capsys)
+    assert rc == 0 and "store" in res["source"]
+    assert main(["verify", "20991231T000000Z-deadbeef"]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_unfinished_session_is_reported_open_not_intact(
+        keyring_service: str, station_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "init"]) == 0
+    sk = load_signing_key()
+    assert sk is not None
+    s = SessionSealer(station_home / "spool" / SID, SID, "st", [RCPT], sk)
+    with s.open_segment(1, "media") as w:
+        w.write(b"a")
+    s.close_segment(1, {})
+    rc, res = verify_json(capsys)
+    assert rc == 3 and res["categories"] == ["session-open"]
+    assert res["segments"][0]["status"] == "ok"
+    s.finish()
