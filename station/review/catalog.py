@@ -184,6 +184,12 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._migrate()
 
+    @classmethod
+    def for_store(cls, store: Any, data_dir: Path) -> Catalog:
+        """The catalog cache of ``store`` in the reviewer's data dir."""
+        location = getattr(store, "describe", lambda: repr(store))() + "|" + getattr(store, "prefix", "")
+        return cls(store, cls.db_path_for(data_dir, location), getattr(store, "prefix", ""))
+
     @staticmethod
     def db_path_for(data_dir: Path, location: str) -> Path:
         """One cache file per storage location (S3 endpoint+bucket+prefix, or local folder)."""
@@ -219,10 +225,14 @@ class Catalog:
         return [r[0] for r in self._db.execute("SELECT day FROM days ORDER BY day")]
 
     def refresh(self, progress: Callable[[int], None] | None = None,
-                today: dt.date | None = None) -> dict[str, int]:
-        """List storage (incrementally) and add new or changed sessions. Returns counts."""
+                today: dt.date | None = None, full: bool = False) -> dict[str, int]:
+        """List storage and add new or changed sessions. Returns counts.
+
+        Incremental unless ``full``: only the day folders from the last listed day (minus
+        RESCAN_DAYS) to tomorrow are listed; an upload that lands later in an older day folder
+        (a seat that was offline for days) is found by a full refresh."""
         base = self.prefix + "/" if self.prefix else ""
-        listed = self._listed_days()
+        listed = [] if full else self._listed_days()
         if listed:
             since = (dt.date.fromisoformat(listed[-1]) - dt.timedelta(days=RESCAN_DAYS))
             prefixes = self._day_prefixes(base, since, today or dt.datetime.now(dt.UTC).date())
@@ -338,6 +348,24 @@ class Catalog:
                              "WHERE session_id=?",
                              (_flags_col(flags), _flags_col(missing_steps), state, session_id))
 
+    def load_qc_reports(self, identities: Sequence[Any]) -> int:
+        """Decrypt the stored QC reports of sessions whose flags are not loaded yet. Returns how many."""
+        from station.review import qc as qcmod
+
+        n = 0
+        rows = self._select("WHERE qc_state='none' AND has_qc_object=1", [])
+        for row in rows:
+            try:
+                report = qcmod.load_qc(self.store, row.folder, identities)
+            except Exception as exc:  # a report this reviewer cannot open is shown as such
+                log.warning("QC report of %s unreadable: %s", row.session_id, exc)
+                self.set_qc(row.session_id, [], [], state="error")
+                continue
+            if report is not None:
+                self.set_qc(row.session_id, report.flags, report.steps.get("missing", []), state="stored")
+                n += 1
+        return n
+
     # --- queries -------------------------------------------------------------------------------
 
     def count(self) -> int:
@@ -405,3 +433,4 @@ class Catalog:
 
     def __iter__(self) -> Iterator[SessionRow]:
         return iter(self.query())
+
