@@ -451,18 +451,42 @@ class SmokeEnv:
         print("[smoke] started D-Bus + gnome-keyring", file=sys.stderr)
 
 
+# progress events that commands print as JSON lines on stderr with --json; any other event
+# (error, failed, retry ...) is unexpected in a healthy run
+PROGRESS_EVENTS = frozenset({"uploaded", "verified", "purged", "started", "progress", "segment",
+                             "sealed", "recorded", "stopped", "queued", "scanned"})
+
+
+def _expected_line(line: str, allowed: Sequence[str]) -> bool:
+    if any(re.search(p, line) for p in allowed):
+        return True
+    if line.startswith("{"):
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError:
+            return False
+        if isinstance(obj, dict):
+            if obj.get("event") in PROGRESS_EVENTS:
+                return True
+            if "level" in obj and obj.get("level") in ("DEBUG", "INFO"):
+                return True
+    return False
+
+
 def unexpected_stderr(text: str, allowed: Sequence[str] = ALLOWED_STDERR) -> list[str]:
-    return [ln for ln in text.splitlines() if not any(re.search(p, ln) for p in allowed)]
+    """Lines of ``text`` a healthy run does not print: warnings, errors, tracebacks, anything
+    that is neither an allowed pattern, an INFO/DEBUG JSON log line nor a progress event."""
+    return [ln for ln in text.splitlines() if not _expected_line(ln, allowed)]
 
 
 def offered_commands(exe: Path, env: dict[str, str]) -> set[str]:
     proc = subprocess.run([str(exe), "--help"], capture_output=True, text=True, env=env, timeout=120)
     if proc.returncode != 0:
         raise BuildError(f"{exe} --help failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
-    m = re.search(r"\{([a-z,-]+)\}", proc.stdout)
-    if not m:
+    found = set(re.findall(r"^    ([a-z][a-z-]*)(?:\s{2,}|$)", proc.stdout, flags=re.M))
+    if not found:
         raise BuildError(f"{exe} --help lists no subcommands:\n{proc.stdout}")
-    return set(m.group(1).split(","))
+    return found
 
 
 def subcommand_options(exe: Path, env: dict[str, str], *cmd: str) -> str:
@@ -470,7 +494,7 @@ def subcommand_options(exe: Path, env: dict[str, str], *cmd: str) -> str:
     return proc.stdout
 
 
-def run_smoke(exe: Path, record_seconds: int = 5) -> dict[str, object]:
+def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = ()) -> dict[str, object]:
     """Run the frozen station through the life of a seat; raise BuildError on the first failure."""
     exe = Path(exe)
     if not exe.exists():
@@ -484,10 +508,12 @@ def run_smoke(exe: Path, record_seconds: int = 5) -> dict[str, object]:
         store = tmp / "central-store"
         keys = tmp / "archive"
 
-        def step(name: str, *argv: str, check_json: bool = True, allow_rc: Sequence[int] = (0,)) -> SmokeStep:
+        def step(name: str, *argv: str, as_json: bool = True, allow_rc: Sequence[int] = (0,)) -> SmokeStep:
+            # --json belongs to the subcommand: right after its name (before any sub-subcommand)
+            argv = (argv[0], "--json", *argv[1:]) if as_json else argv
             t0 = time.monotonic()
-            proc = subprocess.run([str(exe), *argv], capture_output=True, text=True, env=env, timeout=300,
-                                  cwd=tmp)
+            proc = subprocess.run([str(exe), *argv], check=False, capture_output=True, text=True, env=env,
+                                  timeout=300, cwd=tmp)
             bad = unexpected_stderr(proc.stderr)
             ok = proc.returncode in allow_rc and not bad
             s = SmokeStep(name, list(argv), ok, round(time.monotonic() - t0, 2), proc.stdout, proc.stderr,
@@ -497,62 +523,67 @@ def run_smoke(exe: Path, record_seconds: int = 5) -> dict[str, object]:
             if not ok:
                 why = (f"exit code {proc.returncode}" if proc.returncode not in allow_rc
                        else "unexpected stderr lines:\n  " + "\n  ".join(bad[:20]))
-                raise BuildError(f"smoke step {name!r} ({' '.join(argv)}) failed: {why}\n"
-                                 f"--- stderr ---\n{proc.stderr[-4000:]}\n--- stdout ---\n{proc.stdout[-2000:]}")
-            if check_json and "--json" in argv:
+                raise BuildError(f"smoke step {name!r} ({' '.join(argv)}) failed: {why}\n--- stderr ---\n"
+                                 f"{proc.stderr[-4000:]}\n--- stdout ---\n{proc.stdout[-2000:]}")
+            if as_json:
                 try:
                     json.loads(proc.stdout)
                 except json.JSONDecodeError as exc:
-                    raise BuildError(f"smoke step {name!r}: --json output is not JSON: {exc}") from None
+                    raise BuildError(f"smoke step {name!r}: --json output is not JSON: {exc}\n"
+                                     f"{proc.stdout[-2000:]}") from None
             return s
 
         commands = offered_commands(exe, env)
-        step("version", "--version", check_json=False)
+        step("version", "--version", as_json=False)
 
         # a site policy like IT would deploy: recipients from a fresh archive key, local folder store
         policy_file = tmp / "policy.toml"
         policy_args = ["policy", "init", "--out", str(policy_file), "--store", f"local:{store}",
-                       "--set", "masking.enabled=false", "--set", "station.id=\"smoke-seat\""]
+                       "--set", "station.id=\"smoke-seat\"",
+                       # a local folder cannot have Object Lock: say so instead of being warned
+                       "--set", "storage.object_lock=\"ignore\""]
+        for item in policy_set:
+            policy_args += ["--set", item]
         if "keys" in commands and "archive-new" in subcommand_options(exe, env, "keys"):
-            step("keys archive-new", "keys", "archive-new", "--out", str(keys), "--json")
+            step("keys archive-new", "keys", "archive-new", "--out", str(keys))
             pub = next(iter(sorted(keys.glob("*.pub"))), None)
             if pub is None:
                 raise BuildError(f"keys archive-new wrote no .pub file into {keys}")
             policy_args += ["--recipient", str(pub)]
         else:
             skipped.append("keys archive-new")
-        step("policy init", *policy_args)
+        step("policy init", *policy_args, as_json=False)
         env["STATION_POLICY"] = str(policy_file)
-        step("policy check", "policy", "check", str(policy_file), "--json")
+        step("policy check", "policy", "check", str(policy_file))
 
         if "enroll" in commands:
-            step("enroll", "enroll", "--json")
+            step("enroll", "enroll")
         elif "keys" in commands:
-            step("keys init", "keys", "init", "--json")
+            step("keys init", "keys", "init")
         else:
             skipped.append("enroll")
 
         if "doctor" in commands:
             # doctor's exit code says whether every check passed; on a test machine without a camera
             # some may not: the smoke test wants it to run cleanly and answer in JSON
-            step("doctor", "doctor", "--json", allow_rc=(0, 1, 3))
+            step("doctor", "doctor", allow_rc=(0, 1, 3))
         else:
             skipped.append("doctor")
 
         session_id = None
         if "record" in commands:
-            s = step("record", "record", "--duration", str(record_seconds), "--fake-devices", "--json")
+            s = step("record", "record", "--duration", str(record_seconds), "--fake-devices")
             session_id = _find_session_id(s.stdout, Path(env["STATION_HOME"]))
         else:
             skipped.append("record")
 
         if "upload" in commands and session_id:
-            step("upload", "upload", "--drain", "--json")
+            step("upload", "upload", "--drain")
         else:
             skipped.append("upload")
 
         if "verify" in commands and session_id:
-            s = step("verify", "verify", session_id, "--json")
+            s = step("verify", "verify", session_id)
             verdict = json.loads(s.stdout)
             if isinstance(verdict, dict) and verdict.get("intact") is False:
                 raise BuildError(f"verify says the session is not intact: {s.stdout[:2000]}")
@@ -592,6 +623,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="dpkg-deb compression TYPE[:LEVEL] (gzip, xz, zstd, none; default gzip:6)")
     ap.add_argument("--smoke", action="store_true", help="smoke-test the frozen program")
     ap.add_argument("--exe", help="executable to smoke-test (default: the bundle just built)")
+    ap.add_argument("--smoke-set", metavar="KEY=VALUE", action="append", default=[],
+                    help="extra policy key for the smoke test's site policy (repeatable)")
     ap.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     args = ap.parse_args(argv)
 
@@ -620,7 +653,7 @@ def main(argv: list[str] | None = None) -> int:
                            "figures": out.figures})
         if args.smoke:
             exe = Path(args.exe) if args.exe else (out.dist / "bundle" / "station" / EXE_NAME)
-            smoke = run_smoke(exe)
+            smoke = run_smoke(exe, policy_set=args.smoke_set)
             log(f"smoke test passed in {smoke['seconds']} s"
                 + (f" (not yet offered, skipped: {', '.join(smoke['skipped'])})" if smoke["skipped"] else ""))
             result["smoke"] = smoke

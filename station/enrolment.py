@@ -175,3 +175,23 @@ def register(store: EnrolmentStore, record: dict[str, Any]) -> tuple[str, bool]:
         return key, True
     store.put(key, canonical_json(record) + b"\n")
     return key, False
+
+
+def trusted_from_storage(ctx: Any) -> list[str]:
+    """Trust source for ``station verify`` (its ``TRUST`` table): the station keys enrolled in the
+    policy's central storage. Storage that cannot be read gives no keys and a warning, so the
+    sessions show as untrusted rather than the verification failing."""
+    from uploader.stores import open_store
+
+    try:
+        store = open_store(ctx.policy, ctx.secrets, ctx.data_dir)
+    except StationError as exc:
+        log.warning("enrolled stations not read (storage not usable: %s)", exc)
+        return []
+    try:
+        return sorted(set(enrolled_keys(store).values()))
+    except StationError as exc:
+        log.warning("enrolled stations not read from %s: %s", store.describe(), exc)
+        return []
+    finally:
+        store.close()

@@ -215,3 +215,36 @@ def test_undeletable_enrol_file_is_reported_after_the_credentials_are_safe(
     assert rc == 1
     assert "could not be deleted (Read-only file system): delete it now" in res["error"]
     assert SecretStore(keyring_service).get(STORAGE_SECRET_KEY) == "ro-secret-123456"
+
+
+def _sealed_session(root: Path, sid: str, station_id: str, sk: nacl.signing.SigningKey) -> None:
+    import nacl.public
+
+    from station.crypto.session import SessionSealer
+
+    recipient = nacl.public.PrivateKey.generate().public_key
+    sealer = SessionSealer(root / sid, session_id=sid, station_id=station_id,
+                           recipients=[recipient], signing_key=sk)
+    w = sealer.open_segment(1, "media")
+    w.write(b"sealed test payload")
+    sealer.close_segment(1, {})
+    sealer.finish("normal", {})
+
+
+def test_reviewer_verify_trusts_enrolled_stations_only(
+        tmp_path: Path, station_home: Path, keyring_service: str, local_policy: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """A reviewer (no station key of its own) verifies sessions in central storage: the one
+    signed by an enrolled station is intact, the one signed by an unknown key is untrusted."""
+    store = LocalFolderStore(tmp_path / "central")
+    enrolled, stranger = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    enrolment.register(store, enrolment.make_record(enrolled, "seat-007", site="sh-01",
+                                                    enrolled_utc="x", station_version="t"))
+    day = tmp_path / "central" / "2026" / "11" / "24"
+    _sealed_session(day / "seat-007", "20261124T080000Z-0000aaaa", "seat-007", enrolled)
+    _sealed_session(day / "seat-666", "20261124T080000Z-0000bbbb", "seat-666", stranger)
+    rc, res, err = _run(capsys, "verify", "--json", "--policy", str(local_policy), "20261124T080000Z-0000aaaa")
+    assert rc == 0 and res["intact"] is True, err
+    rc, res, _ = _run(capsys, "verify", "--json", "--policy", str(local_policy), "20261124T080000Z-0000bbbb")
+    assert rc == 3 and res["intact"] is False
+    assert "untrusted" in json.dumps(res)

@@ -72,7 +72,13 @@ def _policy_trusted(ctx: Context) -> Iterable[str]:
     return list(ctx.policy.crypto.trusted_stations)
 
 
-TRUST: list[Callable[[Context], Iterable[str]]] = [_local_station, _policy_trusted]
+def _enrolled(ctx: Context) -> Iterable[str]:  # the stations enrolled in central storage
+    from station.enrolment import trusted_from_storage
+
+    return trusted_from_storage(ctx)
+
+
+TRUST: list[Callable[[Context], Iterable[str]]] = [_local_station, _policy_trusted, _enrolled]
 
 
 def configure(p: argparse.ArgumentParser) -> None:
