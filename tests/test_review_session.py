@@ -238,3 +238,21 @@ def test_plaintext_never_reaches_disk_while_reviewing(recorded: Path, keys: tupl
     assert written, "the spy saw no writes at all (audit records are expected)"
     allowed = (str(tmp_path / "audit.log"), str(store.root / "audit") + "/")
     assert [w for w in written if not w.startswith(allowed)] == []
+
+
+def test_export_from_the_review_side_runs_station_export_on_the_stored_session(
+        recorded: Path, keys: tuple, tmp_path: Path) -> None:
+    from station.context import Context
+    from station.crypto.keys import identity_text
+
+    ident, _ = keys
+    keyfile = tmp_path / "archive.key"
+    keyfile.write_text(identity_text(ident) + "\n")
+    store = LocalFolderStore(tmp_path / "store")
+    rs, audit = _open(store, kit.upload(recorded, store), keys, tmp_path)
+    rs.verify()
+    ctx = Context(data_dir=tmp_path / "reviewer")
+    result = rs.export(tmp_path / "out", "ticket 99", ctx=ctx, identity_paths=[keyfile])
+    assert {"seg-000001.mkv", "seg-000003.mkv", "oplog.jsonl"} <= set(result["files"]) and result["intact"]
+    assert [r["action"] for r in audit.records(rs.session_id)] == ["export"]
+    assert [r["event"] for r in ctx.audit.records()][-2:] == ["export-started", "export-completed"]

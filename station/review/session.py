@@ -321,12 +321,26 @@ class ReviewSession:
         return out
 
     # --- export --------------------------------------------------------------------------------
-    def export(self, out_dir: Path, reason: str | None) -> dict[str, Any]:
+    def export(self, out_dir: Path, reason: str | None, ctx: Any = None,
+               identity_paths: Sequence[Path] = ()) -> dict[str, Any]:
         """Decrypt the verified segments to ``out_dir`` for a legal hand-over (audited; needs a reason).
 
-        Delegates to ``station export``'s implementation when it is installed, so both produce
-        the same files; otherwise writes ``seg-NNNNNN.mkv`` and ``oplog.jsonl``."""
+        With a :class:`~station.context.Context` this runs ``station export`` itself (same files,
+        same local audit lines) over this stored session; the identities come from
+        ``identity_paths`` or the keyring, as for the command. Without one (tests of the review
+        side alone) it writes ``seg-NNNNNN.mkv``, ``oplog.jsonl`` and ``verify.json``."""
         self.audit.record("export", self.session_id, reason, out=str(out_dir))
+        if ctx is not None:
+            import argparse
+
+            from station.cmd import export as export_cmd
+
+            ns = argparse.Namespace(session_id=self.session_id, identity=[str(p) for p in identity_paths],
+                                    out=str(out_dir), reason=reason, reviewer=self.audit.reviewer,
+                                    allow_damaged=False, trust=list(self.trusted), no_concat=False,
+                                    review_source=self.source)
+            result: dict[str, Any] = export_cmd.run(ns, ctx)
+            return result
         if self.report is None:
             self.verify()
         out_dir = Path(out_dir)
@@ -353,3 +367,16 @@ class ReviewSession:
                 "exported_utc": dt.datetime.now(dt.UTC).isoformat(timespec="seconds")}
 
 
+def _review_source(args: Any, ctx: Any, sid: str) -> Any:
+    """``station export`` source hook: the stored session the review window has open."""
+    return getattr(args, "review_source", None)
+
+
+def _register_export_source() -> None:
+    from station.cmd import verify as verify_cmd
+
+    if _review_source not in verify_cmd.SOURCES:
+        verify_cmd.SOURCES.insert(0, _review_source)
+
+
+_register_export_source()
