@@ -66,7 +66,11 @@ def _decrypt_to(src: Any, name: str, ids: list[Any], out: Any) -> dict[str, Any]
 
 
 def _concat(parts: list[Path], dest: Path) -> str | None:
-    """Join per-segment Matroska files into one by stream copy; None on success, else why not."""
+    """Join per-segment Matroska files into one by stream copy; None on success, else why not.
+
+    Works for the recorder's streams (continuous pts across segments, no B-frames); anything
+    the muxer rejects leaves only the per-segment files, with the reason in the result's notes.
+    """
     import av
 
     try:
@@ -80,7 +84,7 @@ def _concat(parts: list[Path], dest: Path) -> str | None:
                     if len(inp.streams) != len(streams):
                         raise ValueError(f"{part.name}: stream layout differs")
                     for pkt in inp.demux():
-                        if pkt.dts is None:
+                        if pkt.size == 0:  # demuxer flush packet
                             continue
                         pkt.stream = streams[pkt.stream.index]
                         out.mux(pkt)

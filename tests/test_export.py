@@ -1,0 +1,120 @@
+"""station export: audited, verified, playable media plus operation log and masking ledger."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from station.cli import main
+from station.crypto.keys import load_signing_key, read_recipient_file
+from station.crypto.session import SessionSealer
+from station.logs import verify_audit
+
+SID = "20261124T071500Z-0e0e0e0e"
+FPS = 15
+
+
+class _Sink:
+    def __init__(self, w) -> None:  # type: ignore[no-untyped-def]
+        self.w = w
+
+    def write(self, b: bytes) -> int:
+        return self.w.write(b)
+
+
+def record(home: Path, recipient: str, segments: int = 2, frames: int = 30) -> Path:
+    sk = load_signing_key()
+    assert sk is not None
+    d = home / "spool" / SID
+    s = SessionSealer(d, SID, "st-x", [recipient], sk, {"agent": "a"})
+    for seq in range(1, segments + 1):
+        w = s.open_segment(seq, "media")
+        out = av.open(_Sink(w), "w", format="matroska")
+        vs = out.add_stream("libx264", rate=FPS)
+        vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+        vs.time_base = Fraction(1, 1000)
+        vs.options = {"tune": "zerolatency", "preset": "veryfast"}  # as the recorder encodes
+        for i in range(frames):
+            n = (seq - 1) * frames + i
+            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), n * 3 % 256, np.uint8),
+                                               format="rgb24")
+            frame.pts, frame.time_base = n * 1000 // FPS, Fraction(1, 1000)
+            for pkt in vs.encode(frame):
+                out.mux(pkt)
+            if i % FPS == FPS - 1:
+                w.flush()
+        for pkt in vs.encode(None):
+            out.mux(pkt)
+        out.close()
+        with s.open_segment(seq, "oplog") as o:
+            o.write(json.dumps({"seg": seq, "ev": "click"}).encode() + b"\n")
+        with s.open_segment(seq, "masklog") as m:
+            m.write(json.dumps({"seg": seq, "rule": "phone"}).encode() + b"\n")
+        s.close_segment(seq, {"frames": frames})
+    s.finish("normal", {})
+    return d
+
+
+@pytest.fixture
+def seat(keyring_service: str, station_home: Path, tmp_path: Path) -> Path:
+    assert main(["keys", "init"]) == 0
+    assert main(["keys", "archive-new", "--out", str(tmp_path / "arch")]) == 0
+    record(station_home, read_recipient_file(tmp_path / "arch" / "archive.pub"))
+    return tmp_path / "arch" / "archive.key"
+
+
+def test_export_writes_playable_media_logs_and_an_audit_record(
+        seat: Path, station_home: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    rc = main(["export", SID, "--identity", str(seat), "--out", str(out),
+               "--reason", "complaint 4711 hand-over", "--reviewer", "qa-lead"])
+    assert rc == 0
+    for seq in (1, 2):
+        with av.open(str(out / f"seg-{seq:06d}.mkv")) as c:
+            assert sum(1 for _ in c.decode(video=0)) == 30
+    with av.open(str(out / "session.mkv")) as c:
+        frames = list(c.decode(video=0))
+    assert len(frames) == 60
+    assert abs(float(frames[-1].time) - 59 / FPS) < 0.01
+    assert [json.loads(x)["seg"] for x in (out / "oplog.jsonl").read_text().splitlines()] == [1, 2]
+    assert (out / "masklog.jsonl").read_text().count("phone") == 2
+    assert json.loads((out / "verify.json").read_text())["intact"] is True
+    recs = [r for r in json.loads("[" + ",".join(
+        (station_home / "audit" / "audit.log").read_text().splitlines()) + "]")
+        if r["event"].startswith("export")]
+    assert [r["event"] for r in recs] == ["export-started", "export-completed"]
+    assert recs[0]["reason"] == "complaint 4711 hand-over" and recs[0]["reviewer"] == "qa-lead"
+    assert recs[0]["session"] == SID
+    assert verify_audit(station_home / "audit" / "audit.log")[0]
+
+
+def test_export_without_reason_fails_clearly_and_writes_nothing(
+        seat: Path, station_home: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    assert main(["export", SID, "--identity", str(seat), "--out", str(out)]) == 1
+    assert "--reason is required" in capsys.readouterr().err
+    assert main(["export", SID, "--identity", str(seat), "--out", str(out), "--reason", " "]) == 1
+    assert not out.exists()
+    assert "export" not in (station_home / "audit" / "audit.log").read_text()
+
+
+def test_export_refuses_an_altered_session_and_a_foreign_identity(
+        seat: Path, station_home: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["keys", "archive-new", "--out", str(tmp_path / "other")]) == 0
+    capsys.readouterr()
+    rc = main(["export", SID, "--identity", str(tmp_path / "other" / "archive.key"),
+               "--out", str(tmp_path / "o1"), "--reason", "test"])
+    assert rc == 1 and "none of the 1 identities" in capsys.readouterr().err
+    seg = station_home / "spool" / SID / "seg-000002.media.drseg"
+    seg.write_bytes(seg.read_bytes()[:-1] + b"\xff")
+    rc = main(["export", SID, "--identity", str(seat), "--out", str(tmp_path / "o2"),
+               "--reason", "test"])
+    assert rc == 1 and "failed verification (altered)" in capsys.readouterr().err
+    assert not (tmp_path / "o2").exists()
