@@ -1,0 +1,160 @@
+"""Composition root of the running station: one place that wires the long-running parts.
+
+::
+
+    Context -> session factory (RecordingSession, or FakeRecording for UI demos/tests)
+            -> SessionFlow (consent, steps, pause, stop)
+            -> LocalApi (127.0.0.1, token from keyring)
+            -> HealthLoop (live warnings, a few times a second)
+            -> DesktopWatcher (operation log: windows, clicks, key counts)
+            -> Uploader.run_forever (background upload, throttled during calls)
+
+No Qt here: ``station run`` builds this, then hands the flow to ``ui``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from station import logs
+from station.context import Context
+from station.flow import FakeRecording, FlowState, HealthWatch, RecordingLike, SessionFlow
+
+log = logs.get("session")
+
+
+def recording_factory(ctx: Context, *, fake_devices: bool = False,
+                      exclude_rects: Callable[[], list[tuple[int, int, int, int]]] | None = None
+                      ) -> Callable[..., RecordingLike]:
+    """A factory of recording sessions for the flow: the real pipeline when it is installed."""
+    try:
+        from station.recording import RecordingSession
+    except ImportError:
+        log.warning("station.recording is not available: sessions record nothing")
+        return FakeRecording
+
+    def make(**kw: Any) -> RecordingLike:
+        session = RecordingSession(ctx, fake_devices=fake_devices, **kw)
+        if exclude_rects is not None:
+            # the recorder may mask the station's own window (see docs/design.md)
+            session.exclude_rects = exclude_rects  # type: ignore[attr-defined]
+        return session  # type: ignore[return-value]
+    return make
+
+
+class HealthLoop:
+    """Polls the current recording's health a few times a second (live warnings)."""
+
+    def __init__(self, flow: SessionFlow, watch: HealthWatch, period_s: float = 0.33) -> None:
+        self.flow, self.watch, self.period_s = flow, watch, period_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+
+    def start(self) -> HealthLoop:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.period_s):
+            try:
+                self.flow.check_health(self.watch)
+            except Exception:  # noqa: BLE001 - warnings are best effort; the loop survives
+                log.exception("health check failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2)
+
+
+class App:
+    """The running station without its window."""
+
+    def __init__(self, ctx: Context, *, fake_devices: bool = False,
+                 factory: Callable[..., RecordingLike] | None = None, api_port: int | None = None,
+                 desktop: bool = True, upload: bool = True) -> None:
+        self.ctx = ctx
+        self.own_rects: Callable[[], list[tuple[int, int, int, int]]] = list
+        self.factory = factory or recording_factory(ctx, fake_devices=fake_devices,
+                                                    exclude_rects=lambda: self.own_rects())
+        self.flow = SessionFlow(ctx.policy, self.factory, audit=ctx.audit)
+        self.api: Any = None
+        self.health = HealthLoop(self.flow, HealthWatch.from_policy(ctx.policy))
+        self.desktop: Any = None
+        self.uploader: Any = None
+        self._upload_stop = threading.Event()
+        self._upload_thread: threading.Thread | None = None
+        self._want_api = ctx.policy.api.enabled
+        self._api_port = ctx.policy.api.port if api_port is None else api_port
+        self._want_desktop = desktop
+        self._want_upload = upload and ctx.policy.upload.enabled
+
+    def start(self) -> App:
+        self.ctx.ensure_dirs()
+        if self._want_api:
+            from station.api import LocalApi
+
+            self.api = LocalApi(self.flow, self.ctx.secrets.api_token(), self.ctx.secrets.customer_salt(),
+                                port=self._api_port, audit=self.ctx.audit).start()
+        self.health.start()
+        if self._want_desktop:
+            self._start_desktop()
+        if self._want_upload:
+            self._start_uploader()
+        return self
+
+    def _start_desktop(self) -> None:
+        from station.desktop import DesktopUnavailable, open_watcher
+
+        try:
+            self.desktop = open_watcher(self.flow.oplog)
+            self.desktop.start()
+        except DesktopUnavailable as exc:
+            log.warning("no desktop operation log: %s", exc)
+            self.desktop = None
+
+    def _start_uploader(self) -> None:
+        try:
+            from uploader.service import Uploader
+        except ImportError:
+            return
+        try:
+            self.uploader = Uploader.from_context(
+                self.ctx, call_active=lambda: self.flow.state in (FlowState.CONSENT, FlowState.RECORDING,
+                                                                  FlowState.PAUSED))
+        except Exception as exc:  # noqa: BLE001 - recording works without upload; say why
+            log.warning("background upload not started: %s", exc)
+            return
+        self._upload_thread = threading.Thread(target=self.uploader.run_forever, args=(self._upload_stop,),
+                                               name="uploader", daemon=True)
+        self._upload_thread.start()
+
+    def backlog_text(self) -> str | None:
+        """One line for the window: files waiting for upload and their size."""
+        try:
+            from uploader.service import backlog
+        except ImportError:
+            return None
+        b = backlog(self.ctx.data_dir, self.ctx.station_id)
+        text = f"{b['count']} ({b['bytes'] / (1 << 20):.1f} MiB)"
+        if b.get("last_error"):
+            text += " ⚠"
+        return text
+
+    def close(self) -> None:
+        if self.flow.state in (FlowState.CONSENT, FlowState.RECORDING, FlowState.PAUSED):
+            try:
+                self.flow.stop()
+            except Exception:  # noqa: BLE001 - closing must go on
+                log.exception("stopping the session at exit failed")
+        self.health.close()
+        if self.desktop is not None:
+            self.desktop.close()
+        if self.api is not None:
+            self.api.close()
+        if self._upload_thread is not None:
+            self._upload_stop.set()
+            self._upload_thread.join(10)
+            self.uploader.close()

@@ -1,0 +1,162 @@
+"""The agent window driven with pytest-qt: a full session through the UI (start, consent, every
+script step, pause with reason, resume, stop), the states' banners, language switching, and an
+unexpected stop. The done-when test records for real (fake capture devices, real pipeline, real
+sealing) and decrypts the operation log with the test's recipient key."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from station.app import App
+from station.context import Context
+from station.errors import StopCode
+from station.flow import FakeRecording
+from tests.recordkit import make_station, plaintext
+
+pytestmark = pytest.mark.gui
+
+SMALL = {"capture.profile": "custom", "capture.screen_width": 320, "capture.screen_height": 240,
+         "capture.screen_fps": 5, "capture.camera_width": 160, "capture.camera_height": 120,
+         "capture.camera_fps": 5, "capture.segment_seconds": 2, "capture.watermark": False,
+         "api.enabled": False, "upload.enabled": False}
+
+
+def make_gui(qtbot, app, language="en"):
+    from ui.main import Gui
+
+    gui = Gui(app, language)
+    qtbot.addWidget(gui.window)
+    gui.window.show()
+    qtbot.waitExposed(gui.window)
+    return gui
+
+
+def click(qtbot, widget):
+    from PySide6.QtCore import QPoint
+
+    from ui.qt import QCheckBox, Qt
+
+    assert widget.isEnabled() and widget.isVisible(), widget.objectName()
+    # a check box reacts on its indicator and text only, not on the stretched rest of it
+    pos = QPoint(8, widget.height() // 2) if isinstance(widget, QCheckBox) else widget.rect().center()
+    qtbot.mouseClick(widget, Qt.MouseButton.LeftButton, pos=pos)
+
+
+def wait_state(qtbot, gui, state, timeout=10000):
+    qtbot.waitUntil(lambda: gui.window.snap["state"] == state, timeout=timeout)
+
+
+def drive_full_session(qtbot, gui, dwell_ms=0):
+    w = gui.window
+    assert w.banner.property("bannerKind") == "idle" and w.banner.text() == "NOT RECORDING"
+    click(qtbot, w.start_button)
+    wait_state(qtbot, gui, "consent")
+    assert w.consent_box.isVisible() and "Do you agree" in w.consent_text.toPlainText()
+    assert not any(b.isEnabled() for b in w.step_boxes.values())
+    click(qtbot, w.agree_button)
+    wait_state(qtbot, gui, "recording")
+    assert w.banner.property("bannerKind") == "recording" and w.banner.text().startswith("Recording 00:")
+    for step, box in w.step_boxes.items():
+        click(qtbot, box)
+        qtbot.waitUntil(lambda s=step: s in w.snap["steps_done"])
+    click(qtbot, w.pause_button)  # no reason: refused in the window, nothing happens
+    assert w.error_label.text() == "Enter a reason to pause." and w.snap["state"] == "recording"
+    qtbot.keyClicks(w.pause_reason, "customer reads card number")
+    click(qtbot, w.pause_button)
+    wait_state(qtbot, gui, "paused")
+    assert w.banner.text() == "PAUSED: customer reads card number"
+    click(qtbot, w.resume_button)
+    wait_state(qtbot, gui, "recording")
+    qtbot.wait(dwell_ms)
+    click(qtbot, w.stop_button)
+    wait_state(qtbot, gui, "stopped", timeout=60000)
+    assert w.banner.property("bannerKind") == "stopped" and w.start_button.isEnabled()
+
+
+def test_full_session_through_the_window_with_a_fake_recording(qtbot, station_home, keyring_service):
+    made = []
+
+    def factory(**kw):
+        made.append(FakeRecording(**kw))
+        return made[-1]
+
+    ctx = Context(data_dir=station_home)
+    app = App(ctx, factory=factory, desktop=False, upload=False, api_port=0)
+    gui = make_gui(qtbot, app)
+    drive_full_session(qtbot, gui)
+    rec = made[0]
+    kinds = [(k, d["label"] if k == "marker" else d) for k, d in rec.events if k != "oplog"]
+    assert kinds == [("start", None), ("marker", "agreed"), *[("marker", s) for s in app.flow.steps],
+                     ("pause", "customer reads card number"), ("resume", None), ("stop", "normal")]
+
+
+def test_language_switch_and_consent_refusal_show_in_the_banner(qtbot, station_home, keyring_service):
+    ctx = Context(data_dir=station_home)
+    app = App(ctx, factory=FakeRecording, desktop=False, upload=False, api_port=0)
+    gui = make_gui(qtbot, app, language="zh_CN")
+    w = gui.window
+    assert w.banner.text() == "未在录制" and w.windowTitle() == "双录工作站"
+    w.language_box.setCurrentIndex(w.language_box.findData("en"))
+    assert w.banner.text() == "NOT RECORDING" and w.start_button.text() == "Start recording"
+    assert gui.tray.toolTip().startswith("DualRec Station: NOT RECORDING")
+    click(qtbot, w.start_button)
+    wait_state(qtbot, gui, "consent")
+    click(qtbot, w.refuse_button)
+    wait_state(qtbot, gui, "stopped")
+    assert w.banner.text() == "NOT RECORDING · last session customer refused"
+
+
+def test_unexpected_stop_turns_the_banner_red_and_notifies(qtbot, station_home, keyring_service):
+    made = []
+
+    def factory(**kw):
+        made.append(FakeRecording(**kw))
+        return made[-1]
+
+    app = App(Context(data_dir=station_home), factory=factory, desktop=False, upload=False, api_port=0)
+    gui = make_gui(qtbot, app)
+    app.flow.start()
+    app.flow.agree()
+    wait_state(qtbot, gui, "recording")
+    made[0].fail(StopCode.DEVICE_LOST, "camera unplugged.")
+    wait_state(qtbot, gui, "stopped")
+    qtbot.waitUntil(lambda: bool(gui.tray.notifications))
+    assert gui.window.banner.property("bannerKind") == "stopped_error"
+    assert gui.window.banner.text() == "RECORDING STOPPED: device lost"
+    assert "camera unplugged." in gui.window.hint.text()
+    assert gui.tray.notifications[-1][0] == "Recording stopped"
+
+
+def oplog_events(session_dir: Path, identity) -> list[dict]:
+    events = []
+    for seg in sorted(session_dir.glob("seg-*.oplog.drseg")):
+        data, complete = plaintext(seg, identity)
+        assert complete, seg
+        events += [json.loads(line) for line in data.decode("utf-8").splitlines() if line.strip()]
+    return events
+
+
+@pytest.mark.integration
+def test_full_ui_session_is_sealed_with_consent_steps_and_pause_in_the_operation_log(
+        qtbot, station_home, keyring_service):
+    st = make_station(station_home, **SMALL)
+    ctx = Context(data_dir=station_home, policy_path=st.policy_path)
+    app = App(ctx, fake_devices=True, desktop=False, upload=False)
+    gui = make_gui(qtbot, app)
+    drive_full_session(qtbot, gui, dwell_ms=1200)
+    sid = app.flow.last_session_id
+    session_dir = ctx.spool_dir / sid
+    assert (session_dir / "session.json").exists()
+    events = oplog_events(session_dir, st.identity)
+    markers = [(e["marker"], e["label"]) for e in events if e["kind"] == "marker"]
+    assert markers == [("consent", "agreed"), *[("script_step", s) for s in app.flow.steps]]
+    kinds = [e["kind"] for e in events]
+    assert kinds.index("pause") < kinds.index("resume") < kinds.index("session_stop")
+    assert [e["reason"] for e in events if e["kind"] == "pause"] == ["customer reads card number"]
+    assert [e["t_ms"] for e in events] == sorted(e["t_ms"] for e in events)
+    summary = app.flow.last_summary
+    assert summary["stop_code"] == "normal" and summary["segments"] >= 1
+    assert summary["streams"]["screen"]["frames"] >= 5
