@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -16,9 +17,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from station.crypto.keys import recipient_text
-from station.crypto.sealed import (BadHeader, NoMatchingRecipient, SealedReader, SealedWriter,
-                                   SealError, Truncated, UnsupportedFormat, WrongKey,
-                                   scan_frames)
+from station.crypto.sealed import (
+    BadHeader,
+    NoMatchingRecipient,
+    SealedReader,
+    SealedWriter,
+    SealError,
+    Truncated,
+    UnsupportedFormat,
+    WrongKey,
+    canonical_json,
+    scan_frames,
+)
 
 ID = nacl.public.PrivateKey(bytes(range(32)))
 RCPT = recipient_text(ID.public_key)
@@ -163,11 +173,9 @@ def test_wrong_identity_and_damaged_header_have_distinct_errors(tmp_path: Path) 
     got, err = read_all(other_seg[:14 + hl + 24] + SMALL[14 + hl + 24:])
     assert isinstance(err, BadHeader) and got == b""
     # the right fingerprint, but the wrapped key was made for someone else
-    import json
     hdr = json.loads(SMALL[14:14 + hl])
     hdr2 = json.loads(other_seg[14:14 + hl])
     hdr["recipients"][0]["wrapped"] = hdr2["recipients"][0]["wrapped"][:-8] + "AAAAAAA="
-    from station.crypto.sealed import canonical_json
     hj = canonical_json(hdr)
     got, err = read_all(SMALL[:10] + len(hj).to_bytes(4, "big") + hj + SMALL[14 + hl:])
     assert isinstance(err, WrongKey)

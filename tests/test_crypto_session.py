@@ -39,7 +39,7 @@ def test_manifests_are_signed_chained_and_name_each_file(tmp_path: Path) -> None
     with pytest.raises(SealError, match="in order"):
         s.close_segment(5, {})
     sess = s.finish("normal", {"markers": [{"label": "consent"}]})
-    assert [check_signature(m) for m in mans + [sess]] == [("valid", station_text(sk.verify_key))] * 3
+    assert [check_signature(m) for m in [*mans, sess]] == [("valid", station_text(sk.verify_key))] * 3
     assert mans[0]["prev"] == GENESIS and mans[1]["prev"] == manifest_hash(mans[0])
     assert sess["last_hash"] == manifest_hash(mans[1]) and sess["segments"] == 2
     assert sess["end_reason"] == "normal" and sess["markers"] == [{"label": "consent"}]
@@ -140,9 +140,8 @@ def test_nothing_on_the_seat_decrypts_without_the_identity_or_holds_plaintext(
         data = p.read_bytes()
         assert marker not in data and phone not in data and marker[:16] not in data, p
         for key in seat_keys:
-            with pytest.raises(SealError):
-                with SealedReader(p, [key]) as rd:
-                    rd.read()
+            with pytest.raises(SealError), SealedReader(p, [key]) as rd:
+                rd.read()
         assert p.stat().st_mode & 0o077 == 0, f"{p} is readable by others"
     # the test could fail: the reviewer identity does open them
     with SealedReader(sealed[0], [ID]) as rd:

@@ -11,8 +11,15 @@ from pathlib import Path
 import pytest
 
 from station.crypto.keys import parse_identity
-from station.crypto.sealed import (Altered, BadHeader, NoMatchingRecipient, SealedReader,
-                                   Truncated, UnsupportedFormat, WrongKey)
+from station.crypto.sealed import (
+    Altered,
+    BadHeader,
+    NoMatchingRecipient,
+    SealedReader,
+    Truncated,
+    UnsupportedFormat,
+    WrongKey,
+)
 from station.crypto.verify import DirSource, verify_session
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -111,7 +118,7 @@ def test_generator_reproduces_every_category(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["ok", "truncated-crash"])
 def test_vector_segments_decrypt_with_the_committed_identity_only(name: str) -> None:
-    meta, body = parse_vec(VECTORS / "segment" / f"{name}.vec")
+    _meta, body = parse_vec(VECTORS / "segment" / f"{name}.vec")
     other = (VECTORS / "keys.txt").read_text().split("other-identity: ")[1].split()[0]
     with pytest.raises(NoMatchingRecipient):
         SealedReader(io.BytesIO(body), [parse_identity(other)])

@@ -61,7 +61,7 @@ def test_intact_session_on_the_seat_exits_0_with_every_segment_ok(
 ])
 def test_each_kind_of_damage_is_named_per_segment_and_exits_3(
         seat: tuple[Path, nacl.signing.SigningKey], capsys: pytest.CaptureFixture[str],
-        damage, seq: int, status: str, code: str) -> None:  # type: ignore[no-untyped-def]
+        *, damage, seq: int, status: str, code: str) -> None:  # type: ignore[no-untyped-def]
     damage(seat[0])
     rc, res = verify_json(capsys)
     assert rc == 3 and res["intact"] is False

@@ -4,11 +4,27 @@ Leaf package: imports nothing from recorder, uploader or ui. Formats: docs/forma
 guarantees and limits: docs/security.md.
 """
 
-from station.crypto.keys import (fingerprint, load_identities, load_signing_key,
-                                 read_identity_file, read_recipient_file)
-from station.crypto.sealed import (FORMAT_V1, SUPPORTED_FORMATS, Altered, BadHeader, BadTag,
-                                   NoMatchingRecipient, SealedReader, SealedWriter, SealError,
-                                   Truncated, UnsupportedFormat, WrongKey)
+from station.crypto.keys import (
+                                 fingerprint,
+                                 load_identities,
+                                 load_signing_key,
+                                 read_identity_file,
+                                 read_recipient_file,
+)
+from station.crypto.sealed import (
+                                 FORMAT_V1,
+                                 SUPPORTED_FORMATS,
+                                 Altered,
+                                 BadHeader,
+                                 BadTag,
+                                 NoMatchingRecipient,
+                                 SealedReader,
+                                 SealedWriter,
+                                 SealError,
+                                 Truncated,
+                                 UnsupportedFormat,
+                                 WrongKey,
+)
 from station.crypto.session import SessionSealer, recover_session, recover_spool
 
 __all__ = [

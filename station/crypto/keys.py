@@ -25,7 +25,7 @@ from pathlib import Path
 import nacl.public
 import nacl.signing
 
-from station.errors import StationError
+from station.errors import SecretMissing, StationError
 from station.secrets import REVIEWER_IDENTITY, SIGNING_KEY, SecretStore
 
 RECIPIENT_PREFIX = "x25519:"
@@ -187,7 +187,5 @@ def load_signing_key(store: SecretStore | None = None, create: bool = False
 def require_signing_key(store: SecretStore | None = None) -> nacl.signing.SigningKey:
     sk = load_signing_key(store)
     if sk is None:
-        from station.errors import SecretMissing
-
         raise SecretMissing(SIGNING_KEY, "run `station keys init` first")
     return sk

@@ -41,6 +41,7 @@ import nacl.exceptions
 import nacl.public
 from nacl._sodium import ffi
 
+from station.crypto.keys import parse_identity, parse_recipient
 from station.errors import StationError
 
 MAGIC = b"DRSEG\x00\r\n"
@@ -129,8 +130,6 @@ def _as_public(recipient: Any) -> bytes:
     if isinstance(recipient, bytes) and len(recipient) == 32:
         return recipient
     if isinstance(recipient, str):
-        from station.crypto.keys import parse_recipient
-
         return parse_recipient(recipient)
     raise TypeError(f"not a recipient key: {type(recipient).__name__}")
 
@@ -141,8 +140,6 @@ def _as_private(identity: Any) -> nacl.public.PrivateKey:
     if isinstance(identity, bytes) and len(identity) == 32:
         return nacl.public.PrivateKey(identity)
     if isinstance(identity, str):
-        from station.crypto.keys import parse_identity
-
         return parse_identity(identity)
     raise TypeError(f"not an identity: {type(identity).__name__}")
 
@@ -389,7 +386,7 @@ class SealedReader(io.RawIOBase):
     def _restore(self, snap: bytes) -> None:
         ffi.memmove(self._state.statebuf, snap, len(snap))
 
-    def _next_frame(self, ad: bytes | None = None) -> bytes | None:
+    def _next_frame(self, ad: bytes | None = None) -> bytes | None:  # noqa: PLR0911
         """Decrypt the next message; None at the end (setting _pending to Truncated if no FINAL)."""
         n = self._msg_index
         start = self._offset
@@ -565,9 +562,11 @@ def scan_frames(source: str | os.PathLike[str] | BinaryIO, name: str | None = No
     and nothing after it), good_bytes (end of the last complete frame), size, sha256, and
     trailing (bytes after the last complete frame). Tags are NOT checked: this needs no key.
     """
-    own = isinstance(source, (str, os.PathLike))
-    fh: BinaryIO = open(source, "rb") if own else source  # type: ignore[arg-type]  # noqa: SIM115
-    label = name or (os.fspath(source) if own else str(getattr(source, "name", "<stream>")))  # type: ignore[arg-type]
+    if isinstance(source, (str, os.PathLike)):
+        own, label = True, name or os.fspath(source)
+        fh: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed in the finally below
+    else:
+        own, label, fh = False, name or str(getattr(source, "name", "<stream>")), source
     hasher = hashlib.sha256()
     total = [0]
 

@@ -23,8 +23,15 @@ import nacl.signing
 
 from station import logs
 from station.clock import utc_now_iso
-from station.crypto.manifest import (GENESIS, MANIFEST_FORMAT, manifest_hash, parse_manifest,
-                                     sign, signing_key_of, write_manifest)
+from station.crypto.manifest import (
+    GENESIS,
+    MANIFEST_FORMAT,
+    manifest_hash,
+    parse_manifest,
+    sign,
+    signing_key_of,
+    write_manifest,
+)
 from station.crypto.sealed import KINDS, SealedWriter, SealError, scan_frames
 from station.errors import StopCode
 
@@ -71,8 +78,9 @@ def _existing_chain(session_dir: Path) -> tuple[int, str, dict[str, Any] | None]
 class SessionSealer:
     """Seal one session's segments into ``session_dir`` and sign their manifest chain."""
 
-    def __init__(self, session_dir: str | os.PathLike[str], session_id: str, station_id: str,
-                 recipients: Iterable[Any], signing_key: nacl.signing.SigningKey | bytes,
+    def __init__(self, session_dir: str | os.PathLike[str], session_id: str,  # noqa: PLR0917
+                 station_id: str, recipients: Iterable[Any],
+                 signing_key: nacl.signing.SigningKey | bytes,
                  meta: Mapping[str, Any] | None = None, *, fsync_on_flush: bool = False) -> None:
         self.dir = Path(session_dir)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -129,12 +137,13 @@ class SessionSealer:
             files[kind] = {"name": w.path.name, "sha256": w.sha256, "size": w.bytes_written,
                            "messages": w.messages, "final": True}
         started_utc, started_ns = self._times.pop(seq, (utc_now_iso(), time.monotonic_ns()))
-        return self._append(seq, files, started_utc, started_ns, utc_now_iso(),
-                            time.monotonic_ns(), dict(stats or {}), None)
+        return self._append(seq, files, started_utc=started_utc, started_ns=started_ns,
+                            ended_utc=utc_now_iso(), ended_ns=time.monotonic_ns(),
+                            stats=dict(stats or {}), truncated=None)
 
-    def _append(self, seq: int, files: dict[str, Any], started_utc: str, started_ns: int | None,
-                ended_utc: str, ended_ns: int | None, stats: dict[str, Any],
-                truncated: dict[str, Any] | None) -> dict[str, Any]:
+    def _append(self, seq: int, files: dict[str, Any], *, started_utc: str,
+                started_ns: int | None, ended_utc: str, ended_ns: int | None,
+                stats: dict[str, Any], truncated: dict[str, Any] | None) -> dict[str, Any]:
         body = {
             "type": "segment", "format": MANIFEST_FORMAT, "session": self.session_id,
             "station": self.station_id, "seq": seq, "files": files,
@@ -248,8 +257,9 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
                                        + (f" ({sc['anomaly']})" if sc.get("anomaly") else "")}
                 hdr = next(iter(scans[seq].values()))["header"]
                 stats = {"recovered": True}
-                sealer._append(seq, files, hdr.get("created_utc") or "", hdr.get("created_mono_ns"),
-                               utc_now_iso(), None, stats, trunc or None)
+                sealer._append(seq, files, started_utc=hdr.get("created_utc") or "",
+                               started_ns=hdr.get("created_mono_ns"), ended_utc=utc_now_iso(),
+                               ended_ns=None, stats=stats, truncated=trunc or None)
             man = sealer.finish(StopCode.CRASH_RECOVERED, {"recovered_segments": sorted(scans)})
         finally:
             sealer.abandon()

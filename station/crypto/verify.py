@@ -165,22 +165,21 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
         pos = inner[seq]
         before = inner.get(seq - 1)
         want = GENESIS if seq == 1 else (hashes[before] if before is not None else None)
-        if want is not None and manifests[pos].get("prev") != want:
-            # a broken link right after a manifest already reported as altered is a consequence
-            # of that problem, not a second one
-            if seq == 1 or rep.seg(before)["status"] != "altered":  # type: ignore[arg-type]
-                rep.add(pos, "chain-broken", "prev does not match the hash of the manifest "
-                        "before")
-    if session is not None and count and count in inner:
-        if session.get("last_hash") != hashes[inner[count]] and (
-                rep.seg(inner[count])["status"] != "altered"):
-            rep.add(inner[count], "chain-broken",
-                    "session.json last_hash does not match the last manifest")
+        # a broken link right after a manifest already reported as altered is a consequence of
+        # that problem, not a second one
+        if want is not None and manifests[pos].get("prev") != want and (
+                before is None or rep.seg(before)["status"] != "altered"):
+            rep.add(pos, "chain-broken", "prev does not match the hash of the manifest before")
+    if session is not None and count and count in inner and (
+            session.get("last_hash") != hashes[inner[count]]
+            and rep.seg(inner[count])["status"] != "altered"):
+        rep.add(inner[count], "chain-broken",
+                "session.json last_hash does not match the last manifest")
 
     # files named by manifests
     listed: set[str] = set()
     for pos, man in sorted(manifests.items()):
-        files = man.get("files") if isinstance(man.get("files"), dict) else {}
+        files: dict[str, Any] = man["files"] if isinstance(man.get("files"), dict) else {}
         trunc = man.get("truncated") or {}
         for kind, info in sorted(files.items()):
             name = f"seg-{pos:06d}.{kind}.drseg"

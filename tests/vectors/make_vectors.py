@@ -23,6 +23,7 @@ import json
 import shutil
 import struct
 import sys
+import tempfile
 from pathlib import Path
 
 import nacl.public
@@ -34,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from station.crypto.keys import identity_text, recipient_text, station_text  # noqa: E402
 from station.crypto.manifest import sign  # noqa: E402
 from station.crypto.sealed import MAGIC, SealedWriter, canonical_json  # noqa: E402
-from station.crypto.session import SessionSealer  # noqa: E402
+from station.crypto.session import SessionSealer, recover_session  # noqa: E402
 
 
 def seed(label: str) -> bytes:
@@ -63,7 +64,7 @@ def _frames(data: bytes) -> list[tuple[int, int]]:
     return out
 
 
-def sealed(tmp: Path, name: str, messages: list[bytes], recipients: list[str],
+def sealed(tmp: Path, name: str, messages: list[bytes], recipients: list[str], *,
            header: dict[str, object] | None = None, final: bool = True) -> bytes:
     path = tmp / name
     w = SealedWriter(path, recipients, header or HEADER)
@@ -77,8 +78,8 @@ def sealed(tmp: Path, name: str, messages: list[bytes], recipients: list[str],
     return path.read_bytes()
 
 
-def write_vec(out: Path, name: str, expect: str, data: bytes, identity: nacl.public.PrivateKey,
-              payload: bytes, comment: str) -> None:
+def write_vec(out: Path, name: str, expect: str, data: bytes,  # noqa: PLR0917
+              identity: nacl.public.PrivateKey, payload: bytes, comment: str) -> None:
     head = (f"expect: {expect}\nidentity: {identity_text(identity)}\n"
             f"payload-bytes: {len(payload)}\npayload-sha256: {hashlib.sha256(payload).hexdigest()}\n"
             f"comment: {comment}\n\n")
@@ -93,7 +94,7 @@ def segment_vectors(out: Path, tmp: Path) -> None:
     write_vec(out, "ok", "ok", ok, ARCHIVE, full, "four messages, FINAL")
     empty = sealed(tmp, "empty", [], rcpt)
     write_vec(out, "ok-empty", "ok", empty, ARCHIVE, b"", "no payload at all, only FINAL")
-    two = sealed(tmp, "two", MESSAGES, rcpt + [recipient_text(ESCROW.public_key)])
+    two = sealed(tmp, "two", MESSAGES, [*rcpt, recipient_text(ESCROW.public_key)])
     write_vec(out, "ok-second-recipient", "ok", two, ESCROW, full,
               "two recipients (rotation); read with the second")
     fr = _frames(ok)
@@ -129,7 +130,7 @@ def segment_vectors(out: Path, tmp: Path) -> None:
     edited = ok[:10] + struct.pack(">I", len(hj)) + hj + ok[14 + hlen:]
     write_vec(out, "bad-header-edited", "bad header", edited, ARCHIVE, b"",
               "header seq changed from 1 to 7")
-    other = sealed(tmp, "other", MESSAGES, rcpt, dict(HEADER, seq=2))
+    other = sealed(tmp, "other", MESSAGES, rcpt, header=dict(HEADER, seq=2))
     ohlen = struct.unpack(">I", other[10:14])[0]
     swapped_hdr = other[:14 + ohlen + 24] + ok[14 + hlen + 24:]
     write_vec(out, "bad-header-swapped", "bad header", swapped_hdr, ARCHIVE, b"",
@@ -176,7 +177,6 @@ def session_vectors(out: Path, tmp: Path) -> None:
                 s.abandon()
                 for ws in s._open[seq].values():
                     ws._fh.close()
-                from station.crypto.session import recover_session
                 recover_session(d, STATION)
                 return d
             s.close_segment(seq, {"frames": {"screen": 15 * seq}, "gaps": []})
@@ -217,8 +217,6 @@ def session_vectors(out: Path, tmp: Path) -> None:
 
 
 def main(out: Path) -> None:
-    import tempfile
-
     with tempfile.TemporaryDirectory() as t:
         segment_vectors(out / "segment", Path(t))
     (out / "session").mkdir(parents=True, exist_ok=True)
