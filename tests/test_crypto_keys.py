@@ -13,9 +13,17 @@ import pytest
 
 from station import policy
 from station.cli import main
-from station.crypto.keys import (KeyFormatError, fingerprint, identity_text, import_identities,
-                                 keyring_identities, load_identities, read_identity_file,
-                                 read_recipient_file, recipient_text)
+from station.crypto.keys import (
+    KeyFormatError,
+    fingerprint,
+    identity_text,
+    import_identities,
+    keyring_identities,
+    load_identities,
+    read_identity_file,
+    read_recipient_file,
+    recipient_text,
+)
 from station.secrets import SIGNING_KEY, STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY, SecretStore
 
 
