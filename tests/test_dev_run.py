@@ -1,0 +1,134 @@
+"""`./dev run`'s entry point, `station run --demo`, as a real subprocess on the test display:
+the window opens and is visible on a screenshot; the CLI drives a session with a customer number
+through the local API; nothing under the data dir, in the logs or in the decrypted operation log
+holds the full number or name."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from station.crypto.keys import read_identity_file
+from tests.recordkit import plaintext
+from tests.services import free_port
+
+pytestmark = [pytest.mark.e2e, pytest.mark.gui]
+STATION = str(Path(sys.executable).parent / "station")
+NUMBER, NAME, ID_NUMBER = "13812345678", "张三丰", "110101199003071234"
+
+
+def read_json_line(proc: subprocess.Popen, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    buf = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.2)
+        if ready:
+            chunk = os.read(proc.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            buf += chunk
+            for line in buf.splitlines():
+                if line.startswith(b"{"):
+                    return json.loads(line)
+        if proc.poll() is not None:
+            break
+    raise AssertionError(f"no window announcement; exit {proc.poll()}; stderr: "
+                         f"{proc.stderr.read().decode(errors='replace')[-3000:] if proc.poll() is not None else ''}")
+
+
+def ocr(img_bgr: np.ndarray) -> str:
+    import cv2
+
+    big = cv2.resize(img_bgr, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    ok, png = cv2.imencode(".png", big)
+    assert ok
+    out = subprocess.run(["tesseract", "stdin", "stdout", "-l", "eng", "--psm", "6"], input=png.tobytes(),
+                         capture_output=True, timeout=60, check=True)
+    return out.stdout.decode("utf-8", "replace")
+
+
+def cli(home: Path, port: int, *args: str, stdin: str | None = None,
+        json_out: bool = False) -> subprocess.CompletedProcess:
+    flags = ["--json"] if json_out else []
+    return subprocess.run([STATION, "api", *flags, "--data-dir", str(home), "--port", str(port), *args],
+                          input=stdin, capture_output=True, text=True, timeout=120)
+
+
+def test_station_run_demo_opens_a_visible_window_and_keeps_customer_identifiers_off_disk(
+        display, station_home, keyring_service, tmp_path):
+    import mss
+
+    port = free_port()
+    env = {**os.environ, "LANG": "en_US.UTF-8"}
+    proc = subprocess.Popen([STATION, "run", "--demo", "--announce", "--lang", "en", "--api-port", str(port),
+                             "--no-desktop-log"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        info = read_json_line(proc, 60)
+        assert info["object"] == "agentWindow" and info["title"] == "DualRec Station"
+        assert info["banner"] == "NOT RECORDING" and info["api_port"] == port
+        # the demo set itself up: archive key pair and a policy naming it
+        demo = station_home / "demo"
+        assert (demo / "archive.key").stat().st_mode & 0o077 == 0
+        assert read_identity_file(demo / "archive.key")
+        assert "crypto" in (demo / "policy.toml").read_text() and "DEMO ONLY" in (demo / "policy.toml").read_text()
+
+        x, y, w, h = info["geometry"]
+        time.sleep(0.5)
+        with mss.MSS() as sct:
+            shot = sct.grab({"left": x, "top": y, "width": w, "height": h})
+        img = np.frombuffer(shot.raw, np.uint8).reshape(shot.height, shot.width, 4)[..., :3]
+        assert img.std() > 20, "the screenshot of the window is blank"
+        red = (np.abs(img.astype(int) - [0x28, 0x28, 0xC6]).sum(axis=2) < 40).mean()  # BGR of #c62828
+        assert red > 0.04, f"the red idle banner covers only {red:.1%} of the window"
+        text = ocr(img[: h // 4])
+        assert "NOT RECORDING" in text.upper(), text
+
+        r = cli(station_home, port, "start", "--customer", "-", "--ref", "CRM-4711",
+                stdin=json.dumps({"number": NUMBER, "name": NAME, "id_number": ID_NUMBER}))
+        assert r.returncode == 0, r.stderr
+        assert "138****5678" in r.stdout and NUMBER not in r.stdout
+        assert cli(station_home, port, "consent", "agree").returncode == 0
+        assert cli(station_home, port, "marker", "crm", f"callback {NUMBER}").returncode == 0
+        status = cli(station_home, port, "status", json_out=True)
+        snap = json.loads(status.stdout)
+        assert snap["state"] == "recording" and snap["customer_display"] == "张**  138****5678  110***********1234"
+        time.sleep(1.0)
+        r = cli(station_home, port, "stop")
+        assert r.returncode == 0 and "normal" in r.stdout, r.stderr
+        bad = subprocess.run([STATION, "api", "--data-dir", str(station_home), "--port", str(port), "status"],
+                             capture_output=True, text=True, timeout=60,
+                             env={**os.environ, "STATION_KEYRING_SERVICE": keyring_service + "-other"})
+        assert bad.returncode != 0 and ("401" in bad.stderr or "local-api-token" in bad.stderr)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            out, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+    assert proc.returncode == 0, err.decode(errors="replace")[-3000:]
+
+    # grep everything: data dir (spool, store, journal, audit, logs), process output, and the
+    # decrypted operation log
+    identity = read_identity_file(station_home / "demo" / "archive.key")[0]
+    needles = [s.encode("utf-8") for s in (NUMBER, NAME, ID_NUMBER)]
+    oplogs = []
+    for f in station_home.rglob("*"):
+        if f.is_file():
+            data = f.read_bytes()
+            assert not any(n in data for n in needles), f"full identifier found in {f}"
+            if f.name.endswith(".oplog.drseg"):
+                oplogs.append(plaintext(f, identity)[0])
+    assert not any(n in out + err for n in needles)
+    assert oplogs and b"138****5678" in b"".join(oplogs)
+    assert not any(n in b"".join(oplogs) for n in needles)
+    assert b'"marker": "crm"' in b"".join(oplogs)
