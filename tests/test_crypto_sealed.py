@@ -248,3 +248,13 @@ def test_seek_backwards_re_decrypts_from_the_message_start(tmp_path: Path) -> No
             assert rd.seek(pos) == pos
             assert rd.read(50) == data[pos:pos + 50]
         assert rd.seek(0, io.SEEK_END) == 5000
+
+
+def test_one_huge_write_is_split_into_bounded_messages(tmp_path: Path) -> None:
+    data = os.urandom(3 * 1024 * 1024 + 5)
+    p = tmp_path / "h.drseg"
+    with SealedWriter(p, [RCPT], HDR) as w:
+        w.write(b"ab")
+        w.write(memoryview(data))
+    assert w.messages == 1 + 3 + 1  # header message, three full 1 MiB messages, FINAL with the rest
+    assert read_all(p) == (b"ab" + data, None)

@@ -216,12 +216,19 @@ class SealedWriter:
         with self._lock:
             if self.closed:
                 raise ValueError("write to a closed SealedWriter")
-            self._buf += data
-            while len(self._buf) >= self._max:
-                chunk = bytes(self._buf[: self._max])
-                del self._buf[: self._max]
-                self._push(chunk, None, final=False)
-            return len(data)
+            mv = memoryview(data).cast("B")
+            off, n = 0, len(mv)
+            if self._buf:
+                off = min(self._max - len(self._buf), n)
+                self._buf += mv[:off]
+                if len(self._buf) == self._max:
+                    self._push(bytes(self._buf), None, final=False)
+                    self._buf.clear()
+            while n - off >= self._max:
+                self._push(bytes(mv[off: off + self._max]), None, final=False)
+                off += self._max
+            self._buf += mv[off:]
+            return n
 
     def flush(self) -> None:
         """End the current message: all bytes written so far are recoverable after a crash."""

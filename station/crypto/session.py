@@ -76,12 +76,15 @@ def _existing_chain(session_dir: Path) -> tuple[int, str, dict[str, Any] | None]
 
 
 class SessionSealer:
-    """Seal one session's segments into ``session_dir`` and sign their manifest chain."""
+    """Seal one session's segments into ``session_dir`` and sign their manifest chain.
+
+    Writers fsync at every flush by default (``fsync_on_flush``), so a flushed message survives
+    a power cut as well as a killed process."""
 
     def __init__(self, session_dir: str | os.PathLike[str], session_id: str,  # noqa: PLR0917
                  station_id: str, recipients: Iterable[Any],
                  signing_key: nacl.signing.SigningKey | bytes,
-                 meta: Mapping[str, Any] | None = None, *, fsync_on_flush: bool = False) -> None:
+                 meta: Mapping[str, Any] | None = None, *, fsync_on_flush: bool = True) -> None:
         self.dir = Path(session_dir)
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.session_id = session_id
