@@ -144,8 +144,9 @@ def decide(lines: Sequence[Line], width: int, height: int,
         for j, cell in enumerate(lines):
             if j == i or j in masked_whole or cell.box.y0 <= ln.box.y1 or cell.box.y0 > ln.box.y1 + 900:
                 continue
-            if abs(cell.box.x0 - ln.box.x0) > h:
-                continue
+            cx = (cell.box.x0 + cell.box.x1) / 2
+            if abs(cell.box.x0 - ln.box.x0) > h and not ln.box.x0 - h <= cx <= ln.box.x1 + h:
+                continue  # not in the header's column (left-aligned or centred under it)
             cr = cell.reading
             if cr is None:
                 continue

@@ -64,6 +64,7 @@ NOT_AFTER_LABEL = re.compile(r"(管理|详情|列表|资料|编号|等级|信息
                              r"同意|确认|签名|告知|须知|身份|本人|您好|你好|已|未|的)")
 INLINE_NAME_RE = re.compile(rf"({'|'.join(INLINE_NAME_LABELS)})([{CJK}]{{2,8}})")
 INLINE_NUMBER_RE = re.compile(rf"({'|'.join(INLINE_NUMBER_LABELS)})(?:是|为)?[:：]?\s?([0-9０-９OolIS|B\]\[!Xx][0-9０-９OolIS|B\]\[!Xx \-]{{4,}}[0-9０-９OolIS|B\]\[!Xx])")
+DIGITS_LIKE = re.compile(r"[0-9OolIS|B]")
 NAME_STOP = "来的在说要先女已于和与了对是，"
 NOT_NAMES = {"先生", "女士", "客户", "会员", "本人", "用户", "您好", "你好", "坐席", "客服"}
 
@@ -306,15 +307,17 @@ def _labelled_findings(text: str, labels: Sequence[str]) -> list[Finding]:
             continue
         if kind == "name":
             nm = NAME_RE.match(value.strip())
-            if not nm or nm.group(0) in NOT_NAMES:
+            if not nm or nm.group(0) in NOT_NAMES or label_kind(nm.group(0), labels) is not None \
+                    or NOT_AFTER_LABEL.match(nm.group(0)):
                 continue
             off = v0 + (len(value) - len(value.lstrip()))
             out.append(Finding("name", off, off + len(nm.group(0)), nm.group(0)))
         else:
             stripped = value.rstrip()
             off = v0 + (len(value) - len(value.lstrip()))
-            if "*" in stripped and kind == "labelled":
-                continue  # already shown shielded
+            if kind == "labelled" and ("*" in stripped or label_kind(stripped, labels) is not None
+                                       or (len(DIGITS_LIKE.findall(stripped)) < 4 and "@" not in stripped)):
+                continue  # already shown shielded, another label (a table header), or no number
             out.append(Finding(kind if kind == "address" else "labelled", off, v0 + len(stripped),
                                stripped.strip()))
     return out
