@@ -22,6 +22,7 @@ import heapq
 import itertools
 import json
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,7 +39,7 @@ from recorder.sources import OpLogSource, Source
 from recorder.watermark import Watermark
 from station import logs
 from station.clock import Clock
-from station.errors import StationError, StopCode
+from station.errors import DeviceLost, StationError, StopCode
 
 log = logs.get("capture")
 
@@ -128,6 +129,8 @@ class Pipeline:
         self.stop_code: StopCode | None = None
         self.error: BaseException | None = None
         self.done = threading.Event()
+        self.gate_ns = 0
+        self.end_ns = 1 << 62
         # pause
         self._paused = False
         self._pause_started_ms: int | None = None
@@ -147,10 +150,29 @@ class Pipeline:
         self.last_camera: np.ndarray | None = None
 
     # --- control ---------------------------------------------------------------------------
-    def start(self) -> None:
-        for name, src in self.sources.items():
-            src.start(self.queues[name])
-        self._open_segment(self.clock.now_ns())
+    def start(self, first_item_timeout_s: float = 5.0) -> None:
+        """Start every source, wait until each delivered its first item (PulseAudio may take
+        ~1.5 s for the first block), then open the gate: the recording covers [gate, stop] on
+        every stream; items captured before the gate are discarded (not counted as drops)."""
+        try:
+            for name, src in self.sources.items():
+                src.start(self.queues[name])
+            deadline = time.monotonic() + first_item_timeout_s
+            for name, src in self.sources.items():
+                while src.captured == 0 and src.error is None and time.monotonic() < deadline:
+                    time.sleep(0.005)
+                src.check()
+                if src.captured == 0:
+                    raise DeviceLost(src.name, f"no data within {first_item_timeout_s:g} s")
+        except BaseException:
+            for src in self.sources.values():
+                src.stop()
+            raise
+        self.gate_ns = self.clock.now_ns()
+        for q in self.queues.values():
+            q.drain()
+            q.dropped = q.offered = 0
+        self._open_segment(self.gate_ns)
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._thread.start()
 
@@ -158,6 +180,7 @@ class Pipeline:
         """Ask the consumer to finish (any thread, never blocks). The first request wins."""
         if self._stop_code is None:
             self._stop_code, self._stop_error = code, error
+            self.end_ns = self.clock.now_ns()
         self._stop_evt.set()
 
     def stop(self, code: StopCode = StopCode.NORMAL, timeout_s: float = 30) -> StopCode:
@@ -241,8 +264,26 @@ class Pipeline:
     def _collect(self) -> None:
         for name, q in self.queues.items():
             for item in q.drain():
+                if name == "audio":
+                    item = self._gate_audio(item)
+                    if item is None:
+                        continue
+                elif item.capture_ns < self.gate_ns or item.capture_ns >= self.end_ns:
+                    continue
                 self.totals[name].captured += 1
                 heapq.heappush(self._heap, (item.capture_ns, next(self._tie), name, item))
+
+    def _gate_audio(self, chunk: AudioChunk) -> AudioChunk | None:
+        """Cut a block to [gate, end): the recording's audio starts and ends with the video."""
+        n = chunk.samples.shape[0]
+        rate = chunk.rate_hz
+        head = max(0, -(-(self.gate_ns - chunk.capture_ns) * rate // 1_000_000_000))
+        tail = max(0, min(n, (self.end_ns - chunk.capture_ns) * rate // 1_000_000_000))
+        if head >= tail:
+            return None
+        if head == 0 and tail == n:
+            return chunk
+        return AudioChunk(chunk.capture_ns + head * 1_000_000_000 // rate, rate, chunk.samples[head:tail])
 
     def _release(self, before_ns: int | None) -> None:
         while self._heap and (before_ns is None or self._heap[0][0] <= before_ns):

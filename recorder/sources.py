@@ -118,11 +118,12 @@ class Source(abc.ABC):
 class PacedSource(Source):
     """A source that samples on a fixed schedule of ``fps`` ticks per second.
 
-    A tick that passed while the previous capture was still running is skipped and counted as a
-    drop, so frame counts stay honest (fps x duration minus drops)."""
+    A thread delayed by the OS (a busy machine) catches up on missed ticks at once, with their real
+    capture times; ticks more than ``CATCH_UP_S`` behind are skipped and counted as drops, so
+    frame counts stay honest (fps x duration minus drops)."""
 
     fps: float = 15.0
-    CATCH_UP_TICKS = 3
+    CATCH_UP_S = 1.0  # a capture thread delayed by the OS up to this long catches up, no drop
 
     def _run(self) -> None:
         period_ns = int(1e9 / self.fps)
@@ -135,7 +136,7 @@ class PacedSource(Source):
                 break
             self._tick(tick)
             tick += 1
-            behind = (self.clock.now_ns() - start_ns) // period_ns - tick - self.CATCH_UP_TICKS
+            behind = (self.clock.now_ns() - start_ns) // period_ns - tick - int(self.CATCH_UP_S * self.fps)
             if behind > 0:  # ticks missed while capturing (a short delay is caught up instead)
                 assert self.queue is not None
                 self.queue.count_drop(int(behind))
@@ -230,7 +231,7 @@ class ScreenSource(PacedSource):
     def _relayout(self) -> None:
         # mss caches the monitor list; drop the cache so a plugged/unplugged monitor shows up
         try:
-            self._sct._monitors = []  # noqa: SLF001  (mss re-enumerates on the next access)
+            self._sct._monitors = None  # noqa: SLF001  (mss re-enumerates on the next access)
         except AttributeError:
             pass
         area = self._resolve()
@@ -336,7 +337,8 @@ class CameraSource(Source):
             self._push(VideoFrame(capture_ns, fit_frame(img, self.width, self.height), seq=tick))
             tick += 1
             if self._is_file:
-                behind = (self.clock.now_ns() - start_ns) // period_ns - tick - PacedSource.CATCH_UP_TICKS
+                behind = (self.clock.now_ns() - start_ns) // period_ns - tick \
+                    - int(PacedSource.CATCH_UP_S * self.fps)
                 if behind > 0:
                     assert self.queue is not None
                     self.queue.count_drop(int(behind))

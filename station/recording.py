@@ -307,7 +307,8 @@ class RecordingSession:
         summary = {"session_id": self.session_id, "session_dir": str(self.session_dir),
                    "stop_code": str(code), "segments": p.seq, "streams": streams,
                    "markers": self.markers, "errors": list(self.errors),
-                   "duration_s": round((self.clock.now_ns() - self.clock.t0_ns) / 1e9, 3) if self.clock else 0,
+                   "duration_s": round((min(p.end_ns, self.clock.now_ns()) - p.gate_ns) / 1e9, 3),
+                   "start_pts_ms": (p.gate_ns - self.clock.t0_ns) // 1_000_000,
                    "sources": self._source_info}
         try:
             self.sealer.finish(code, summary)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
+import time
 from typing import Any
 
 from station.context import Context
@@ -43,11 +44,12 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
         print_started = getattr(args, "json", False) is False
         if print_started:
             print(f"recording {rec.session_id} for {args.duration:g} s", flush=True)
-        deadline_s = args.duration
-        while not done.wait(min(0.5, max(0.0, deadline_s))):
-            deadline_s -= 0.5
-            if deadline_s <= 0 or rec.wait(0):
+        deadline = time.monotonic() + args.duration
+        while not done.is_set() and not rec.wait(0):
+            left = deadline - time.monotonic()
+            if left <= 0:
                 break
+            done.wait(min(0.25, left))
         summary = rec.stop()
     except KeyboardInterrupt:
         summary = rec.stop() if rec.state != "idle" else None
