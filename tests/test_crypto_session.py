@@ -146,3 +146,30 @@ def test_nothing_on_the_seat_decrypts_without_the_identity_or_holds_plaintext(
     # the test could fail: the reviewer identity does open them
     with SealedReader(sealed[0], [ID]) as rd:
         assert rd.read().startswith(marker + phone)
+
+
+def test_recovery_closes_complete_files_as_ok_and_files_cut_in_the_header_as_truncated(
+        tmp_path: Path) -> None:
+    sk = nacl.signing.SigningKey.generate()
+    d = tmp_path / "spool" / SID
+    s = SessionSealer(d, SID, "st", [RCPT], sk, {"agent": "a"})
+    w1 = s.open_segment(1, "media")
+    w1.write(b"complete")
+    w1.close()  # FINAL written, but the process died before the manifest
+    w2 = s.open_segment(2, "media")
+    w2.flush()
+    s.abandon()
+    seg2 = d / "seg-000002.media.drseg"
+    seg2.write_bytes(seg2.read_bytes()[:20])  # died while writing the header
+    (tmp_path / "spool" / "empty-session").mkdir()
+    done = recover_spool(tmp_path / "spool", sk)
+    assert sorted(m["session"] for m in done) == [SID, "empty-session"]
+    m1 = json.loads((d / "seg-000001.manifest.json").read_bytes())
+    m2 = json.loads((d / "seg-000002.manifest.json").read_bytes())
+    assert m1["truncated"] is None and m1["files"]["media"]["final"] is True
+    assert m2["truncated"]["media"]["at_message"] == 0 and m2["files"]["media"]["size"] == 20
+    res = verify_session(DirSource(d), [station_text(sk.verify_key)])
+    assert [s["status"] for s in res["segments"]] == ["ok", "truncated"]
+    assert res["end_reason"] == "crash-recovered"
+    with SealedReader(d / "seg-000001.media.drseg", [ID]) as rd:
+        assert rd.read() == b"complete"

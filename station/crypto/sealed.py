@@ -566,8 +566,9 @@ def scan_frames(source: str | os.PathLike[str] | BinaryIO, name: str | None = No
     """Walk the frame structure without any key (recovery and verify on the seat).
 
     Returns header, messages (complete frames incl. message 0), final (last frame flagged FINAL
-    and nothing after it), good_bytes (end of the last complete frame), size, sha256, and
-    trailing (bytes after the last complete frame). Tags are NOT checked: this needs no key.
+    and nothing after it), good_bytes (end of the last complete frame), size, sha256,
+    trailing (bytes after the last complete frame) and anomaly (why the walk stopped early, or
+    None). Never raises for damaged content. Tags are NOT checked: this needs no key.
     """
     if isinstance(source, (str, os.PathLike)):
         own, label = True, name or os.fspath(source)
@@ -586,7 +587,14 @@ def scan_frames(source: str | os.PathLike[str] | BinaryIO, name: str | None = No
 
     tee: Any = _Tee()
     try:
-        header, prefix = parse_prefix(tee, label)
+        try:
+            header, prefix = parse_prefix(tee, label)
+        except SealError as exc:  # cut or damaged before the first frame: still hash it all
+            while _read_exact(tee, 1 << 20):
+                pass
+            return {"header": {}, "messages": 0, "final": False, "good_bytes": 0,
+                    "size": total[0], "trailing": total[0], "sha256": hasher.hexdigest(),
+                    "anomaly": str(exc)}
         good = len(prefix)
         messages = 0
         final = False

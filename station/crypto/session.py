@@ -11,7 +11,6 @@ by another process skips sessions that are still recording.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import re
 import time
@@ -227,14 +226,7 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
         scans: dict[int, dict[str, dict[str, Any]]] = {}
         for seq in sorted(pending):
             for kind in sorted(pending[seq]):
-                try:
-                    sc = scan_frames(session_dir / seg_name(seq, kind))
-                except SealError as exc:
-                    st = (session_dir / seg_name(seq, kind)).stat()
-                    sc = {"header": {}, "messages": 0, "final": False, "good_bytes": 0,
-                          "size": st.st_size, "trailing": st.st_size, "anomaly": str(exc),
-                          "sha256": hashlib.sha256((session_dir / seg_name(seq, kind))
-                                                   .read_bytes()).hexdigest()}
+                sc = scan_frames(session_dir / seg_name(seq, kind))
                 scans.setdefault(seq, {})[kind] = sc
                 headers = headers or sc["header"]
         session_id = (first or {}).get("session") or headers.get("session") or session_dir.name
