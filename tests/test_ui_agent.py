@@ -160,3 +160,40 @@ def test_full_ui_session_is_sealed_with_consent_steps_and_pause_in_the_operation
     summary = app.flow.last_summary
     assert summary["stop_code"] == "normal" and summary["segments"] >= 1
     assert summary["streams"]["screen"]["frames"] >= 5
+
+
+def window_texts(gui) -> str:
+    from ui.qt import QAbstractButton, QLabel, QLineEdit, QTextEdit
+
+    w = gui.window
+    texts = [w.windowTitle(), gui.tray.toolTip()]
+    texts += [x.text() for x in w.findChildren(QLabel)]
+    texts += [x.text() for x in w.findChildren(QAbstractButton)]
+    texts += [x.text() for x in w.findChildren(QLineEdit)]
+    texts += [x.toPlainText() for x in w.findChildren(QTextEdit)]
+    return "\n".join(texts)
+
+
+def test_session_started_over_the_api_shows_only_the_masked_customer(qtbot, station_home, keyring_service):
+    import http.client
+
+    app = App(Context(data_dir=station_home), factory=FakeRecording, desktop=False, upload=False,
+              api_port=0).start()
+    try:
+        gui = make_gui(qtbot, app)
+        conn = http.client.HTTPConnection("127.0.0.1", app.api.port, timeout=10)
+        body = {"customer": {"number": "13812345678", "name": "张三丰", "id_number": "110101199003071234"}}
+        conn.request("POST", "/sessions", body=json.dumps(body),
+                     headers={"Authorization": "Bearer " + app.ctx.secrets.api_token()})
+        resp = conn.getresponse()
+        assert resp.status == 201 and "13812345678" not in resp.read().decode()
+        wait_state(qtbot, gui, "consent")
+        shown = window_texts(gui)
+        assert "张**  138****5678  110***********1234" in shown
+        for full in ("13812345678", "张三丰", "110101199003071234"):
+            assert full not in shown
+        conn.request("POST", "/sessions", body=b"{}", headers={"Authorization": "Bearer nope"})
+        assert conn.getresponse().status == 401
+        conn.close()
+    finally:
+        app.close()

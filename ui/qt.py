@@ -21,6 +21,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QAction, QBrush, QColor, QFont, QIcon, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import (
+    QAbstractButton,
     QApplication,
     QCheckBox,
     QComboBox,
@@ -44,7 +45,7 @@ from PySide6.QtWidgets import (
 from station import logs
 
 __all__ = [
-    "QAction", "QApplication", "QBrush", "QCheckBox", "QColor", "QComboBox", "QFont", "QFrame",
+    "QAbstractButton", "QAction", "QApplication", "QBrush", "QCheckBox", "QColor", "QComboBox", "QFont", "QFrame",
     "QGridLayout", "QGroupBox", "QHBoxLayout", "QIcon", "QImage", "QLabel", "QLineEdit", "QLocale",
     "QMainWindow", "QMenu", "QObject", "QPainter", "QPixmap", "QProgressBar", "QPushButton", "QRect",
     "QSize", "QSizePolicy", "QSystemTrayIcon", "QTextEdit", "QTimer", "QVBoxLayout", "QWidget", "Qt",
@@ -72,3 +73,27 @@ def application(argv: list[str] | None = None) -> QApplication:
         app = QApplication(argv or ["station"])
     assert isinstance(app, QApplication)
     return app
+
+
+# --- review window and player (ui/review_window.py, ui/player_widget.py) ---------------------------
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRectF  # noqa: E402
+from PySide6.QtGui import QPen, QPolygonF  # noqa: E402
+from PySide6.QtWidgets import (
+    QAbstractButton,  # noqa: E402
+    QAbstractItemView,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHeaderView,
+    QInputDialog,
+    QMessageBox,
+    QSplitter,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+)
+
+__all__ += [
+    "QAbstractItemView", "QAbstractTableModel", "QDoubleSpinBox", "QFileDialog", "QHeaderView",
+    "QInputDialog", "QMessageBox", "QModelIndex", "QPen", "QPointF", "QPolygonF", "QRectF", "QSplitter",
+    "QTableView", "QTableWidget", "QTableWidgetItem",
+]

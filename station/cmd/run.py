@@ -45,7 +45,7 @@ def demo_setup(ctx: Context) -> dict[str, Any]:
     pub = read_recipient_file(demo / "archive.pub")
     pol_path = demo / "policy.toml"
     if not pol_path.exists():
-        text = policy.render({"crypto.recipients": [pub], "storage.kind": "local",
+        text = policy.render({"crypto.recipients": [pub], "storage.kind": "local", "capture.profile": "low",
                               "storage.local_dir": str(demo / "store")})
         pol_path.write_text("# DEMO ONLY - created by `station run --demo`; the archive private key "
                             "is in this folder.\n" + text, encoding="utf-8")
