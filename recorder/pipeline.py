@@ -169,8 +169,7 @@ class Pipeline:
                 src.stop()
             raise
         self.gate_ns = self.clock.now_ns()
-        for q in self.queues.values():
-            q.drain()
+        for q in self.queues.values():  # pre-roll items are discarded by the gate in _collect
             q.dropped = q.offered = 0
         self._open_segment(self.gate_ns)
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
@@ -256,6 +255,12 @@ class Pipeline:
             code, error = exc.stop_code or StopCode.ENCODER_ERROR, error or exc
         except Exception as exc:
             code, error = StopCode.ENCODER_ERROR, error or exc
+        close = getattr(self.filter, "close", None)
+        if callable(close):
+            try:
+                close()
+            except Exception as exc:
+                log.warning("closing the screen filter: %s", exc)
         self.stop_code, self.error = code, error
         self.done.set()
         if self.on_stopped is not None:

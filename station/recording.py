@@ -208,10 +208,9 @@ class RecordingSession:
             config = PipelineConfig(screen=screen_spec, camera=camera_spec, audio=audio_spec,
                                     segment_s=cap.segment_seconds, fragment_s=cap.fragment_seconds,
                                     queue_s=cap.queue_seconds, pause_audio=pol.session.pause_audio)
-            try:
-                screen_filter = make_screen_filter(pol, self.masker_factory, clock=clock)
-            except TypeError:
-                screen_filter = make_screen_filter(pol, self.masker_factory)
+            screen_filter = make_screen_filter(pol, self.masker_factory, clock=clock,
+                                               salt=self.ctx.secrets.customer_salt()) \
+                if pol.masking.enabled else make_screen_filter(pol)
             watermark = Watermark(clock, self.ctx.station_id, self.agent) if cap.watermark else None
             self.pipeline = Pipeline(clock, config, self.sealer, screen=srcs["screen"],
                                      camera=srcs["camera"], microphone=srcs["microphone"],

@@ -1,0 +1,326 @@
+"""Pipeline behaviour and failure paths: drops, gaps, stop codes, masking hook, clear errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+
+from recorder.encoders import AudioSpec, VideoSpec
+from recorder.fake import FakeCameraSource, FakeScreenSource
+from recorder.filters import PassThroughFilter
+from recorder.items import AudioChunk, DropQueue, VideoFrame
+from recorder.pipeline import Pipeline, PipelineConfig
+from recorder.sources import PacedSource, Source, parse_monitor
+from recorder.watermark import Watermark
+from station.clock import Clock
+from station.context import Context
+from station.errors import DeviceLost, DiskFull, SecretMissing, StopCode, UsageError
+from tests.recordkit import decode_media, make_station, plaintext, session_segments
+
+
+class MemWriter:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.flushes = 0
+
+    def write(self, b: bytes) -> int:
+        self.buf += b
+        return len(b)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+class MemSealer:
+    """Call-sequence stand-in for SessionSealer (unit tests only; sealing is proven elsewhere)."""
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[int, str], MemWriter] = {}
+        self.closed: list[tuple[int, dict[str, Any]]] = []
+
+    def open_segment(self, seq: int, kind: str) -> MemWriter:
+        w = self.files[(seq, kind)] = MemWriter()
+        return w
+
+    def close_segment(self, seq: int, stats: dict[str, Any]) -> dict[str, Any]:
+        self.closed.append((seq, stats))
+        return {"seq": seq}
+
+
+def small_config(**kw: Any) -> PipelineConfig:
+    base: dict[str, Any] = {"screen": VideoSpec(320, 240, 10, preset="ultrafast"),
+                            "camera": VideoSpec(320, 240, 10, preset="ultrafast"),
+                            "audio": AudioSpec(), "segment_s": 60, "holdback_ms": 50}
+    base.update(kw)
+    return PipelineConfig(**base)
+
+
+def run_pipeline(p: Pipeline, seconds: float) -> None:
+    p.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not p.done.is_set():
+        time.sleep(0.02)
+    p.stop()
+
+
+def test_full_queue_drops_new_items_and_counts_them() -> None:
+    q: DropQueue[int] = DropQueue(3)
+    assert [q.offer(i) for i in range(5)] == [True, True, True, False, False]
+    q.count_drop(2)
+    assert (q.offered, q.dropped) == (7, 4) and q.drain() == [0, 1, 2] and len(q) == 0
+
+
+def test_monitor_spec_is_validated_with_a_clear_message() -> None:
+    assert parse_monitor("2") == 2 and parse_monitor("all") == "all"
+    assert parse_monitor("10,20,640,480") == (10, 20, 640, 480)
+    for bad in ("0", "x", "1,2,3", "1,2,3,4"):
+        with pytest.raises(UsageError, match="monitor"):
+            parse_monitor(bad)
+
+
+class _ScriptedMic(Source):
+    """Audio blocks whose capture times follow a script (gaps, jumps)."""
+
+    name = "microphone"
+
+    def __init__(self, clock: Clock, blocks: list[tuple[int, int]]) -> None:
+        super().__init__(clock)
+        self.blocks = blocks  # (capture offset ms from start, n samples)
+
+    def _run(self) -> None:
+        base = self.clock.now_ns() + 100_000_000  # after the gate; released as time passes
+        for off_ms, n in self.blocks:
+            samples = np.full((n, 1), 0.25, np.float32)
+            self._push(AudioChunk(base + off_ms * 1_000_000, 48000, samples))
+        while not self._stop.wait(0.01):
+            pass
+
+
+def test_audio_gap_is_filled_with_silence_and_a_big_jump_reanchors() -> None:
+    clock = Clock()
+    blocks = [(i * 20, 960) for i in range(10)]            # 0..200 ms continuous
+    blocks += [(400 + i * 20, 960) for i in range(5)]       # 200 ms lost (overflow): silence
+    blocks += [(3600 + i * 20, 960) for i in range(5)]      # 3 s jump: re-anchored, reported
+    mic = _ScriptedMic(clock, blocks)
+    sealer = MemSealer()
+    p = Pipeline(clock, small_config(screen=None, camera=None), sealer, microphone=mic)
+    run_pipeline(p, 4.2)
+    assert p.stop_code == StopCode.NORMAL
+    assert 0.18 * 48000 <= p.audio_silence_inserted <= 0.22 * 48000
+    assert p.audio_resets == 1
+    stats = sealer.closed[-1][1]
+    assert [g["kind"] for g in stats["gaps"]] == ["audio-reset"]
+    dec = decode_media(bytes(sealer.files[(1, "media")].buf))
+    # the lost 200 ms are silence on the timeline, so what follows stays at its capture time
+    starts = np.array(dec.audio_start_ms)
+    jump = int(np.argmax(np.diff(starts)))
+    assert 3000 <= starts[jump + 1] - starts[0] <= 3700  # the jump stays on the timeline
+    before = np.abs(np.concatenate(dec.audio[:jump + 1])) > 0.1
+    first_silent = int(np.argmin(before[2000:])) + 2000
+    resumed = first_silent + int(np.argmax(before[first_silent:]))
+    assert abs(resumed / 48 - 400) <= 25  # ms after the first block, as captured
+
+
+class _FailingCamera(PacedSource):
+    name = "camera"
+    fps = 10
+
+    def _tick(self, tick: int) -> None:
+        if tick == 5:
+            raise OSError("USB camera unplugged")
+        self._push(VideoFrame(self.clock.now_ns(), np.zeros((240, 320, 3), np.uint8), tick))
+
+
+def test_device_failure_in_its_thread_stops_the_recording_with_device_lost() -> None:
+    clock = Clock()
+    sealer = MemSealer()
+    stopped: list[tuple[StopCode, BaseException | None]] = []
+    p = Pipeline(clock, small_config(audio=None), sealer, screen=FakeScreenSource(clock, fps=10, width=320,
+                                                                                  height=240),
+                 camera=_FailingCamera(clock), on_stopped=lambda c, e: stopped.append((c, e)))
+    run_pipeline(p, 3)
+    assert p.stop_code == StopCode.DEVICE_LOST and isinstance(p.error, DeviceLost)
+    assert "USB camera unplugged" in str(p.error)
+    assert stopped == [(StopCode.DEVICE_LOST, p.error)]
+    seq, stats = sealer.closed[-1]
+    assert "USB camera unplugged" in stats["error"]
+    # what was recorded before the failure was flushed and still decodes
+    dec = decode_media(bytes(sealer.files[(seq, "media")].buf))
+    assert len(dec.camera_pts_ms) >= 3
+
+
+def test_encoder_failure_stops_with_encoder_error_and_seals_what_came_before() -> None:
+    clock = Clock()
+    sealer = MemSealer()
+    cfg = small_config(audio=None, camera=None, screen=VideoSpec(640, 480, 10, preset="ultrafast"))
+    # the source delivers 320x240 frames: the screen encoder refuses them
+    p = Pipeline(clock, cfg, sealer, screen=FakeScreenSource(clock, fps=10, width=320, height=240))
+    run_pipeline(p, 2)
+    assert p.stop_code == StopCode.ENCODER_ERROR
+    assert "does not match" in str(p.error)
+    assert sealer.closed and "error" in sealer.closed[-1][1]
+
+
+class _DelayAndLedger(PassThroughFilter):
+    """A masker stand-in: a 2-frame delay line that writes one ledger record per frame."""
+
+    enabled = True
+
+    def __init__(self, policy: Any, **kw: Any) -> None:
+        self.held: list[VideoFrame] = []
+        self.ledger: list[dict[str, Any]] = []
+        self.kw = kw
+        self.closed = False
+
+    def push(self, item: VideoFrame) -> list[VideoFrame]:
+        self.held.append(item)
+        self.ledger.append({"t_ns": item.capture_ns, "rule": "test", "box": [0, 0, 10, 10]})
+        out, self.held = self.held[:-2], self.held[-2:]
+        return out
+
+    def flush(self) -> list[VideoFrame]:
+        out, self.held = self.held, []
+        return out
+
+    def ledger_entries(self) -> list[dict[str, Any]]:
+        out, self.ledger = self.ledger, []
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        return {"enabled": True, "engine": "test"}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def test_masker_delay_line_loses_no_frame_and_its_ledger_is_sealed_per_segment(
+        station_home: Path, keyring_service: str) -> None:
+    from station.recording import RecordingSession
+
+    st = make_station(station_home, **{"capture.profile": "low", "capture.camera": "",
+                                       "masking.enabled": True, "capture.segment_seconds": 2})
+    made: list[_DelayAndLedger] = []
+
+    def factory(policy: Any, **kw: Any) -> _DelayAndLedger:
+        made.append(_DelayAndLedger(policy, **kw))
+        return made[-1]
+
+    rec = RecordingSession(Context(data_dir=station_home, policy_path=st.policy_path), fake_devices=True,
+                           masker_factory=factory)
+    rec.start()
+    time.sleep(3.0)
+    summary = rec.stop()
+    assert made and made[0].closed and "clock" in made[0].kw and "salt" in made[0].kw
+    sdir = Path(summary["session_dir"])
+    ledger, frames = [], 0
+    for seq in session_segments(sdir):
+        data, complete = plaintext(sdir / f"seg-{seq:06d}.masklog.drseg", st.identity)
+        assert complete
+        ledger += [json.loads(x) for x in data.decode().splitlines()]
+        media, _ = plaintext(sdir / f"seg-{seq:06d}.media.drseg", st.identity)
+        frames += len(decode_media(media, keep_audio=False).screen_pts_ms)
+        man = json.loads((sdir / f"seg-{seq:06d}.manifest.json").read_text())
+        assert man["masking"] == {"enabled": True, "engine": "test"}
+    assert frames == len(ledger) == summary["streams"]["screen"]["frames"] > 20
+
+
+def test_missing_recipients_is_a_clear_error_and_creates_no_session(station_home: Path,
+                                                                   keyring_service: str) -> None:
+    from station.recording import NoRecipients, RecordingSession
+
+    st = make_station(station_home, **{"crypto.recipients": []})
+    rec = RecordingSession(Context(data_dir=station_home, policy_path=st.policy_path), fake_devices=True)
+    with pytest.raises(NoRecipients, match="crypto.recipients"):
+        rec.start()
+    assert not (station_home / "spool").exists() or not any((station_home / "spool").iterdir())
+
+
+def test_missing_signing_key_is_a_clear_error(station_home: Path, keyring_service: str) -> None:
+    from station.recording import RecordingSession
+    from station.secrets import SIGNING_KEY, SecretStore
+
+    st = make_station(station_home)
+    SecretStore().delete(SIGNING_KEY)
+    rec = RecordingSession(Context(data_dir=station_home, policy_path=st.policy_path), fake_devices=True)
+    with pytest.raises(SecretMissing, match="station-signing-key"):
+        rec.start()
+
+
+def test_camera_that_cannot_be_opened_fails_before_anything_is_sealed(station_home: Path,
+                                                                      keyring_service: str) -> None:
+    from station.recording import RecordingSession
+
+    st = make_station(station_home)
+    rec = RecordingSession(Context(data_dir=station_home, policy_path=st.policy_path),
+                           camera=str(station_home / "no-such-camera.mp4"), monitor="1")
+    with pytest.raises(DeviceLost, match="no-such-camera"):
+        rec.start()
+    assert not rec.session_dir.exists() and rec.state == "idle"
+
+
+def test_disk_below_minimum_refuses_to_start(station_home: Path, keyring_service: str) -> None:
+    from station.recording import RecordingSession
+
+    st = make_station(station_home, **{"spool.min_free_mb": 9_000_000})
+    rec = RecordingSession(Context(data_dir=station_home, policy_path=st.policy_path), fake_devices=True)
+    with pytest.raises(DiskFull, match="min_free_mb"):
+        rec.start()
+
+
+def test_spool_over_quota_mid_session_stops_cleanly_with_disk_full(station_home: Path,
+                                                                   keyring_service: str) -> None:
+    from station.recording import RecordingSession
+
+    st = make_station(station_home, **{"spool.quota_mb": 16, "capture.profile": "low"})
+    spool = station_home / "spool"
+    spool.mkdir(parents=True)
+    (spool / "other-data.bin").write_bytes(b"\0" * (16 * 1024 * 1024 - 4096))  # just below quota
+    events: list[tuple[str, dict[str, Any]]] = []
+    rec = RecordingSession(Context(data_dir=station_home, policy_path=st.policy_path), fake_devices=True,
+                           on_event=lambda n, d: events.append((n, d)))
+    rec.start()
+    assert rec.wait(20), "the recording did not stop by itself"
+    summary = rec.stop()
+    assert summary["stop_code"] == "disk-full" and rec.stop_code == StopCode.DISK_FULL
+    assert ("stopped", {"session_id": rec.session_id, "code": "disk-full",
+                        "error": events[-1][1]["error"]}) == events[-1]
+    assert "quota_mb" in events[-1][1]["error"]
+    session = json.loads((rec.session_dir / "session.json").read_text())
+    assert session["end_reason"] == "disk-full"
+    data, complete = plaintext(rec.session_dir / "seg-000001.media.drseg", st.identity)
+    assert complete and len(decode_media(data).screen_pts_ms) > 0
+
+
+def test_watermark_burns_utc_time_station_and_agent() -> None:
+    clock = Clock()
+    wm = Watermark(clock, "seat-12", "agent-7")
+    text = wm.text(clock.t0_ns + 1_500_000_000)
+    assert text.startswith(clock.utc(clock.t0_ns + 1_500_000_000).strftime("%Y-%m-%d %H:%M:%S"))
+    assert "seat-12" in text and "agent-7" in text
+    img = np.full((720, 1280, 3), 128, np.uint8)
+    wm.apply(img, clock.t0_ns)
+    assert (img[-40:, :300] != 128).any() and (img[:600] == 128).all()
+
+
+def test_every_segment_starts_with_keyframes_and_is_one_container(tmp_path: Path) -> None:
+    clock = Clock()
+    sealer = MemSealer()
+    cfg = small_config(audio=None, segment_s=1.0)
+    p = Pipeline(clock, cfg, sealer, screen=FakeScreenSource(clock, fps=10, width=320, height=240),
+                 camera=FakeCameraSource(clock, fps=10, width=320, height=240))
+    run_pipeline(p, 2.6)
+    assert len(sealer.closed) >= 3
+    for (seq, kind), w in sealer.files.items():
+        if kind != "media":
+            continue
+        with av.open(io.BytesIO(bytes(w.buf))) as c:
+            assert [s.metadata.get("title") for s in c.streams] == ["screen", "camera"]
+        assert all(decode_media(bytes(w.buf)).keyframe_first)
+        assert w.flushes >= 1
