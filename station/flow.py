@@ -261,6 +261,7 @@ class SessionFlow:
             reason = redact(reason)[:200]
             c.session.pause(reason)
             c.pause_reason, c.paused_ns = reason, self._now()
+            self.warnings = {}  # live warnings do not apply while paused; they restart on resume
             self._resume_to = self.state
             self.state = FlowState.PAUSED
         self._changed()
@@ -432,8 +433,10 @@ class HealthWatch:
         return len(found)
 
     def rest(self) -> None:
-        """Not recording (paused, stopped): stall clocks restart when recording resumes."""
+        """Not recording (paused, stopped): warnings and their clocks restart on resume."""
         self._frames.clear()
+        self._since.clear()
+        self.active.clear()
 
     def update(self, health: dict[str, Any], now_ns: int) -> list[tuple[str, bool]]:
         raw: dict[str, bool] = {}

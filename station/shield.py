@@ -132,16 +132,26 @@ def shield(raw: Any, salt: bytes) -> Customer:
 
 
 # --- free text (window titles, marker labels) ---------------------------------------------------
-_DIGIT_RUN = re.compile(r"(?:\+?\d[\d\s().-]{2,}\d)|\d{3,}")
+_DIGIT_RUN = re.compile(r"\+?\d[\d \t().-]*\d")
 _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _ID18 = re.compile(r"\d{17}[\dXx]")
 
 
+def _long_number(m: re.Match[str]) -> str:
+    text = m.group()
+    digits = sum(c.isdigit() for c in text)
+    longest = max(len(r) for r in re.findall(r"\d+", text))
+    if digits >= 10 or longest >= 7:  # phone, id, card and account numbers; not "2026-4711"
+        return "#" * digits
+    return text
+
+
 def _fallback_redact(text: str) -> str:
-    """Conservative stand-in for the PII detectors: every run of 3+ digits, every e-mail."""
+    """Conservative backstop behind the PII detectors: every e-mail and every long number
+    (7+ digits in a row, or 10+ digits with separators), valid check digit or not."""
     text = _EMAIL.sub("[email]", text)
     text = _ID18.sub("[id]", text)
-    return _DIGIT_RUN.sub(lambda m: "#" * sum(c.isdigit() for c in m.group()), text)
+    return _DIGIT_RUN.sub(_long_number, text)
 
 
 def redact(text: str) -> str:

@@ -53,3 +53,5 @@ def test_redact_removes_numbers_ids_and_emails_from_free_text():
     assert "13812345678" not in text and "110101199003071234" not in text
     assert "a.b@example.com" not in text
     assert "Firefox" in text and "CRM" in text
+    assert redact("Ticket CRM-2026-4711") == "Ticket CRM-2026-4711"
+    assert "12345678" not in redact("call 12345678") and "5678" not in redact("call 138 1234 5678")

@@ -47,6 +47,7 @@ COLOURS = {
     "idle": ("#c62828", "#ffffff"),
     "consent": ("#ef6c00", "#ffffff"),
     "recording": ("#2e7d32", "#ffffff"),
+    "recording_warning": ("#ef6c00", "#ffffff"),
     "paused": ("#f9a825", "#212121"),
     "stopped": ("#c62828", "#ffffff"),
     "stopped_error": ("#8e0000", "#ffffff"),
@@ -107,6 +108,7 @@ class AgentWindow(QMainWindow):
         self.banner = QLabel(objectName="stateBanner")
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.banner.setMinimumHeight(84)
+        self.banner.setWordWrap(True)
         font = QFont()
         font.setPointSize(22)
         font.setBold(True)
@@ -188,6 +190,7 @@ class AgentWindow(QMainWindow):
             sl.addWidget(box)
         root.addWidget(self.steps_box)
 
+        root.addStretch(1)
         line = QFrame()
         line.setFrameShape(QFrame.Shape.HLine)
         root.addWidget(line)
@@ -268,7 +271,8 @@ class AgentWindow(QMainWindow):
         code = t(f"code_{s.get('stop_code')}") if s.get("stop_code") else ""
         if kind == "recording":
             live = s.get("elapsed_s", 0.0) + (time.monotonic() - self._elapsed_at)
-            return t("state_recording", elapsed=fmt_elapsed(live)), t("state_recording_hint")
+            hint = t("state_recording_warn_hint") if self._warnings else t("state_recording_hint")
+            return t("state_recording", elapsed=fmt_elapsed(live)), hint
         if kind == "paused":
             return t("state_paused", reason=s.get("pause_reason", "")), t("state_paused_hint")
         if kind == "stopped":
@@ -284,6 +288,8 @@ class AgentWindow(QMainWindow):
         text, hint = self.banner_text()
         self.banner.setText(text)
         self.hint.setText(hint)
+        if kind == "recording" and self._warnings:
+            kind = "recording_warning"
         bg, fg = COLOURS.get(kind, COLOURS["idle"])
         calm = kind == "recording"
         self.banner.setStyleSheet(f"background:{bg}; color:{fg}; border-radius:6px;"
@@ -292,6 +298,7 @@ class AgentWindow(QMainWindow):
         self.banner.setProperty("bannerKind", kind)
 
     def _refresh_warnings(self) -> None:
+        self._refresh_banner()
         if self._warnings:
             self.warnings_label.setText("⚠ " + " · ".join(self.tr_(f"warn_{w}") for w in sorted(self._warnings)))
             self.warnings_label.show()
@@ -334,6 +341,8 @@ class AgentWindow(QMainWindow):
             self._warnings.clear()
             self.preview.clear()
             self.preview.setText(self.tr_("no_preview"))
+            self.mic_level.setValue(0)
+            self.screen_label.setText("–")
         else:
             self._warnings = set(snap.get("warnings", []))
         self._refresh_warnings()

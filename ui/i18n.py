@@ -22,6 +22,8 @@ TABLE: dict[str, dict[str, str]] = {
                            "zh_CN": "请宣读告知内容，并记录客户的答复。"},
     "state_recording": {"en": "Recording {elapsed}", "zh_CN": "录制中 {elapsed}"},
     "state_recording_hint": {"en": "All is well.", "zh_CN": "一切正常。"},
+    "state_recording_warn_hint": {"en": "Recording, but check the warning below.",
+                                  "zh_CN": "正在录制，但请查看下方的警告。"},
     "state_paused": {"en": "PAUSED: {reason}", "zh_CN": "已暂停：{reason}"},
     "state_paused_hint": {"en": "The screen is masked. Resume as soon as you can.",
                           "zh_CN": "屏幕已遮盖，请尽快继续录制。"},

@@ -56,7 +56,8 @@ class StationTray(QSystemTrayIcon):
         self._update()
 
     def _update(self) -> None:
-        self.setIcon(state_icon(COLOURS.get(self.kind, COLOURS["idle"])[0]))
+        kind = "recording_warning" if self.kind == "recording" and self._warnings else self.kind
+        self.setIcon(state_icon(COLOURS.get(kind, COLOURS["idle"])[0]))
         text, _hint = self.window.banner_text()
         warn = " · ".join(self.tr_(f"warn_{w}") for w in sorted(self._warnings))
         self.setToolTip(f"{self.tr_('app_title')}: {text}" + (f"\n⚠ {warn}" if warn else ""))

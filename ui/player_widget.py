@@ -1,0 +1,329 @@
+"""The review player: camera and screen side by side, audio, transport controls and the timeline.
+
+The widget drives a Qt-free :class:`~station.review.player.Player` from one QTimer in the UI
+thread; the position comes from :class:`~station.review.player.PlaybackClock` (the audio device's
+clock when there is an output device, the monotonic clock otherwise), so video follows audio.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from station import logs
+from station.review.player import CAMERA, SCREEN, PlaybackClock, Player, VideoFrame
+from station.review.session import TimelineItem
+from ui.qt import (
+    QBrush,
+    QColor,
+    QComboBox,
+    QHBoxLayout,
+    QImage,
+    QLabel,
+    QPainter,
+    QPen,
+    QPixmap,
+    QPointF,
+    QPolygonF,
+    QPushButton,
+    QRectF,
+    QSizePolicy,
+    Qt,
+    QTimer,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+)
+
+log = logs.get("ui")
+SPEEDS = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+TICK_MS = 15
+SNAP_PX = 6
+
+COLOURS = {
+    "ok": "#3a9d5d", "truncated": "#e0a030", "altered": "#d03030", "missing": "#d03030",
+    "reordered": "#d03030", "untrusted": "#b05090", "unsigned": "#b05090", "unverified": "#888888",
+    "marker": "#1565c0", "consent": "#00897b", "event": "#607d8b", "pause": "#9e9e9e", "gap": "#bdbdbd",
+    "masked": "#7e57c2", "qc": "#ef6c00", "playhead": "#111111",
+}
+
+
+def fmt_time(t_s: float) -> str:
+    t = max(0, int(t_s))
+    return f"{t // 3600:d}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60:02d}:{t % 60:02d}"
+
+
+class TimelineWidget(QWidget):
+    """Segments, markers, operation-log events, pauses, masked spans and QC flags on one axis.
+
+    Signals:
+        seek_requested: the reviewer clicked; arg: session time in seconds (snapped to the
+            nearest marker or event within a few pixels).
+    """
+
+    seek_requested = Signal(float)
+    ROWS = ("segment", "marker", "event", "pause", "masked", "qc")
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.items: list[TimelineItem] = []
+        self.duration_s = 1.0
+        self.position_s = 0.0
+        self.setMinimumHeight(110)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
+        self.setMouseTracking(True)
+
+    def set_items(self, items: list[TimelineItem], duration_s: float) -> None:
+        self.items = list(items)
+        self.duration_s = max(duration_s, max((i.end_s for i in items), default=0.0), 0.001)
+        self.update()
+
+    def set_position(self, t_s: float) -> None:
+        self.position_s = t_s
+        self.update()
+
+    def x_of(self, t_s: float) -> float:
+        return 8 + (self.width() - 16) * min(max(t_s / self.duration_s, 0.0), 1.0)
+
+    def t_of(self, x: float) -> float:
+        return min(max((x - 8) / max(1, self.width() - 16), 0.0), 1.0) * self.duration_s
+
+    def _row_rect(self, row: str) -> QRectF:
+        h = (self.height() - 6) / len(self.ROWS)
+        i = self.ROWS.index(row if row in self.ROWS else "pause")
+        return QRectF(0, 3 + i * h, self.width(), h - 2)
+
+    def paintEvent(self, _event: Any) -> None:  # noqa: N802 - Qt API
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.fillRect(self.rect(), QColor("#fafafa"))
+        font = p.font()
+        font.setPointSize(7)
+        p.setFont(font)
+        for row in self.ROWS:
+            r = self._row_rect(row)
+            p.setPen(QColor("#e0e0e0"))
+            p.drawLine(QPointF(8, r.bottom()), QPointF(self.width() - 8, r.bottom()))
+        for it in self.items:
+            row = "pause" if it.kind == "gap" else it.kind
+            r = self._row_rect(row)
+            x0, x1 = self.x_of(it.start_s), self.x_of(it.end_s)
+            if it.kind == "segment":
+                colour = QColor(COLOURS.get(it.detail.get("status", "unverified"), "#888888"))
+                p.fillRect(QRectF(x0, r.top() + 2, max(2.0, x1 - x0 - 1), r.height() - 4), colour)
+                p.setPen(QColor("white"))
+                p.drawText(QRectF(x0 + 3, r.top(), max(2.0, x1 - x0 - 4), r.height()),
+                           int(Qt.AlignmentFlag.AlignVCenter), f"{it.detail.get('seq')} {it.detail.get('status')}")
+            elif it.kind == "marker":
+                colour = QColor(COLOURS["consent" if it.label.startswith("consent") else "marker"])
+                p.setBrush(QBrush(colour))
+                p.setPen(Qt.PenStyle.NoPen)
+                p.drawPolygon(QPolygonF([QPointF(x0 - 5, r.top() + 2), QPointF(x0 + 5, r.top() + 2),
+                                         QPointF(x0, r.bottom() - 2)]))
+            elif it.kind == "event":
+                p.setPen(QPen(QColor(COLOURS["event"]), 1.5))
+                p.drawLine(QPointF(x0, r.top() + 3), QPointF(x0, r.bottom() - 3))
+            else:
+                colour = QColor(COLOURS.get(it.kind, "#999999"))
+                colour.setAlpha(170)
+                p.fillRect(QRectF(x0, r.top() + 3, max(2.0, x1 - x0), r.height() - 6), colour)
+        x = self.x_of(self.position_s)
+        p.setPen(QPen(QColor(COLOURS["playhead"]), 2))
+        p.drawLine(QPointF(x, 0), QPointF(x, self.height()))
+        p.end()
+
+    def item_near(self, x: float) -> TimelineItem | None:
+        best, best_d = None, SNAP_PX + 0.1
+        for it in self.items:
+            if it.kind in ("marker", "event"):
+                d = abs(self.x_of(it.start_s) - x)
+                if d < best_d:
+                    best, best_d = it, d
+        return best
+
+    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        x = float(event.position().x())
+        it = self.item_near(x)
+        self.seek_requested.emit(it.start_s if it is not None else self.t_of(x))
+
+
+def to_pixmap(frame: VideoFrame, width: int, height: int) -> QPixmap:
+    rgb = np.ascontiguousarray(frame.rgb())
+    h, w = rgb.shape[:2]
+    img = QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888)
+    pm = QPixmap.fromImage(img.copy())
+    return pm.scaled(width, height, Qt.AspectRatioMode.KeepAspectRatio,
+                     Qt.TransformationMode.SmoothTransformation)
+
+
+class VideoPane(QLabel):
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.title = title
+        self.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.setMinimumSize(240, 160)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setStyleSheet("background: #202020; color: #bbbbbb;")
+        self.shown_pts: float | None = None
+        self.blank(f"{title}: —")
+
+    def blank(self, text: str) -> None:
+        self.shown_pts = None
+        self.clear()
+        self.setText(text)
+
+    def show_frame(self, frame: VideoFrame | None, gap_text: str) -> None:
+        if frame is None:
+            if self.shown_pts is not None or not self.text():
+                self.blank(gap_text)
+            return
+        if frame.pts_s == self.shown_pts:
+            return
+        self.shown_pts = frame.pts_s
+        self.setPixmap(to_pixmap(frame, max(1, self.width()), max(1, self.height())))
+
+
+class PlayerWidget(QWidget):
+    """Camera and screen side by side, transport controls and the timeline.
+
+    Signals:
+        position_changed: the shown position moved. arg: session time in seconds.
+        export_requested: the reviewer pressed Export.
+    """
+
+    position_changed = Signal(float)
+    export_requested = Signal()
+
+    def __init__(self, parent: QWidget | None = None, audio: bool = True) -> None:
+        super().__init__(parent)
+        self.player: Player | None = None
+        self.clock: PlaybackClock | None = None
+        self.refused: set[int] = set()
+        self._audio = audio
+        self.camera = VideoPane("camera")
+        self.screen = VideoPane("screen")
+        panes = QHBoxLayout()
+        panes.addWidget(self.camera, 2)
+        panes.addWidget(self.screen, 3)
+        self.play_button = QPushButton("▶ Play")
+        self.play_button.clicked.connect(self.toggle)
+        self.speed = QComboBox()
+        for s in SPEEDS:
+            self.speed.addItem(f"{s:g}x", s)
+        self.speed.setCurrentIndex(SPEEDS.index(1.0))
+        self.speed.currentIndexChanged.connect(self._speed_changed)
+        self.time_label = QLabel("00:00 / 00:00")
+        self.status = QLabel("")
+        self.export_button = QPushButton("Export…")
+        self.export_button.clicked.connect(self.export_requested.emit)
+        controls = QHBoxLayout()
+        for w in (self.play_button, QLabel("Speed"), self.speed, self.time_label):
+            controls.addWidget(w)
+        controls.addWidget(self.status, 1)
+        controls.addWidget(self.export_button)
+        self.timeline = TimelineWidget()
+        self.timeline.seek_requested.connect(self.seek)
+        lay = QVBoxLayout(self)
+        lay.addLayout(panes, 1)
+        lay.addLayout(controls)
+        lay.addWidget(self.timeline)
+        self.timer = QTimer(self)
+        self.timer.setInterval(TICK_MS)
+        self.timer.timeout.connect(self._tick)
+
+    # --- session -------------------------------------------------------------------------------
+    def load(self, player: Player, items: list[TimelineItem]) -> None:
+        self.unload()
+        self.player = player
+        self.refused = set(player.refused)
+        self.clock = PlaybackClock(player, audio=self._audio)
+        if self._audio and not self.clock.has_audio:
+            self.status.setText("no audio output device: video only")
+        self.timeline.set_items(items, player.duration_s)
+        self.seek(0.0)
+
+    def unload(self) -> None:
+        self.timer.stop()
+        if self.clock is not None:
+            self.clock.close()
+        if self.player is not None:
+            self.player.close()
+        self.player, self.clock = None, None
+        self.play_button.setText("▶ Play")
+        self.camera.blank("camera: —")
+        self.screen.blank("screen: —")
+
+    # --- transport -------------------------------------------------------------------------------
+    @property
+    def playing(self) -> bool:
+        return bool(self.clock and self.clock.playing)
+
+    def toggle(self) -> None:
+        if self.playing:
+            self.pause()
+        else:
+            self.play()
+
+    def play(self) -> None:
+        if self.clock is None:
+            return
+        self.clock.play()
+        self.play_button.setText("❚❚ Pause")
+        self.timer.start()
+
+    def pause(self) -> None:
+        if self.clock is None:
+            return
+        self.clock.pause()
+        self.timer.stop()
+        self.play_button.setText("▶ Play")
+        self._render(self.clock.position_s())
+
+    def set_speed(self, speed: float) -> None:
+        self.speed.setCurrentIndex(SPEEDS.index(speed))
+
+    def _speed_changed(self, _index: int) -> None:
+        if self.clock is not None:
+            self.clock.set_speed(float(self.speed.currentData()))
+
+    def seek(self, t_s: float) -> None:
+        if self.clock is None:
+            return
+        self.clock.seek(t_s)
+        self._render(self.clock.position_s())
+
+    def position_s(self) -> float:
+        return self.clock.position_s() if self.clock else 0.0
+
+    # --- rendering ---------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        if self.clock is None or self.player is None:
+            return
+        try:
+            self.clock.pump()
+            t = self.clock.position_s()
+            if t >= self.player.duration_s:
+                self.pause()
+                self.seek(self.player.duration_s)
+                return
+            self._render(t)
+        except Exception as exc:  # a decode failure stops playback with a visible message
+            log.exception("playback failed")
+            self.pause()
+            self.status.setText(f"playback stopped: {exc}")
+
+    def _render(self, t_s: float) -> None:
+        if self.player is None:
+            return
+        seq = self.player.segments[self.player.segment_index_at(t_s)].seq
+        gap = f"segment {seq} failed verification: not played" if seq in self.refused else "no video"
+        self.camera.show_frame(self.player.frame_at(CAMERA, t_s), gap)
+        self.screen.show_frame(self.player.frame_at(SCREEN, t_s), gap)
+        self.timeline.set_position(t_s)
+        self.time_label.setText(f"{fmt_time(t_s)} / {fmt_time(self.player.duration_s)}")
+        self.position_changed.emit(t_s)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.unload()
+        super().closeEvent(event)

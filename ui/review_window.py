@@ -1,0 +1,501 @@
+"""Review mode: the session catalog, the verdict of an opened session, and the player.
+
+Work that touches storage or decodes media (refresh, open + verify, QC) runs in worker threads;
+results come back to the UI thread through the queued signals of :class:`ReviewWindow`.
+Opening a session always verifies it first and shows the verdict per segment; segments that
+failed verification are refused by the player (shown as a gap with the reason), never played
+as if intact.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from station import logs
+from station.review import qc as qcmod
+from station.review.audit import ReviewAudit
+from station.review.catalog import SORT_COLUMNS, Catalog, Filter, SessionRow
+from station.review.session import ReviewSession
+from ui.player_widget import PlayerWidget
+from ui.qt import (
+    QAbstractItemView,
+    QAbstractTableModel,
+    QColor,
+    QComboBox,
+    QDoubleSpinBox,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QLineEdit,
+    QMainWindow,
+    QMessageBox,
+    QModelIndex,
+    QPushButton,
+    QSplitter,
+    Qt,
+    QTableView,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+    Signal,
+)
+
+log = logs.get("ui")
+
+COLUMNS = (("id", "Session"), ("start", "Start (UTC)"), ("station", "Station"), ("agent", "Agent"),
+           ("duration", "Duration"), ("segments", "Segs"), ("verdict", "Integrity"), ("flags", "QC flags"))
+
+
+@dataclass
+class ReviewSetup:
+    """Everything the review window needs, wired by ``station review``."""
+
+    store: Any
+    catalog: Catalog
+    identities: list[Any]
+    trusted: list[str]
+    audit: ReviewAudit
+    thresholds: qcmod.Thresholds
+    recipients: list[str] = field(default_factory=list)   # policy crypto.recipients (for sealing QC)
+    tmp_dir: Path | None = None
+    identity_paths: list[Path] = field(default_factory=list)
+    ctx: Any = None
+    require_open_reason: bool = False
+    compute_qc: bool = True
+
+
+class CatalogModel(QAbstractTableModel):
+    """Rows of the catalog for a QTableView; sorting re-queries SQLite."""
+
+    def __init__(self, catalog: Catalog, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.catalog = catalog
+        self.rows: list[SessionRow] = []
+        self.filter = Filter()
+        self.sort_key, self.descending = "start", True
+
+    def reload(self) -> None:
+        self.beginResetModel()
+        self.rows = self.catalog.query(self.filter, self.sort_key, self.descending)
+        self.endResetModel()
+
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
+        return 0 if parent.isValid() else len(self.rows)
+
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
+        return 0 if parent.isValid() else len(COLUMNS)
+
+    def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:  # noqa: N802 - Qt API
+        if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
+            return COLUMNS[section][1]
+        return None
+
+    def data(self, index: QModelIndex, role: int = 0) -> Any:
+        if not index.isValid():
+            return None
+        row = self.rows[index.row()]
+        key = COLUMNS[index.column()][0]
+        if role == Qt.ItemDataRole.DisplayRole:
+            if key == "id":
+                return row.session_id
+            if key == "start":
+                return row.start_utc.replace("T", " ").replace("Z", "")
+            if key == "duration":
+                m, s = divmod(int(row.duration_s), 60)
+                return f"{m}:{s:02d}"
+            if key == "flags":
+                return ", ".join(row.qc_flags) if row.qc_flags else ("—" if row.qc_state != "none" else "…")
+            return str(getattr(row, {"verdict": "verdict", "segments": "segments"}.get(key, key)))
+        if role == Qt.ItemDataRole.ForegroundRole:
+            if key == "verdict":
+                if row.verdict == "intact":
+                    return QColor("#2e7d32")
+                if row.verdict not in ("unverified",):
+                    return QColor("#c62828")
+            if key == "flags" and row.qc_flags:
+                return QColor("#e65100")
+        if role == Qt.ItemDataRole.ToolTipRole and key == "verdict":
+            return row.verdict_detail or row.verdict
+        return None
+
+    def sort(self, column: int, order: Any = Qt.SortOrder.AscendingOrder) -> None:
+        key = COLUMNS[column][0]
+        if key in SORT_COLUMNS:
+            self.sort_key = key
+            self.descending = order == Qt.SortOrder.DescendingOrder
+            self.reload()
+
+
+class FilterBar(QWidget):
+    """Filters of the catalog.
+
+    Signals:
+        changed: a filter changed. arg: the new Filter.
+    """
+
+    changed = Signal(object)
+
+    def __init__(self, steps: Sequence[str], parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.date_from = QLineEdit(placeholderText="from YYYY-MM-DD")
+        self.date_to = QLineEdit(placeholderText="to YYYY-MM-DD")
+        self.station = QLineEdit(placeholderText="station")
+        self.agent = QLineEdit(placeholderText="agent")
+        self.text = QLineEdit(placeholderText="search id / station / agent")
+        self.min_minutes = QDoubleSpinBox(minimum=0, maximum=1440, decimals=1, suffix=" min ≥")
+        self.flag = QComboBox()
+        self.flag.addItem("any QC", None)
+        self.flag.addItem("flagged", "any")
+        for f in qcmod.ALL_FLAGS:
+            self.flag.addItem(f, f)
+        self.step = QComboBox()
+        self.step.addItem("any steps", None)
+        self.step.addItem("step missing", "any")
+        for s in steps:
+            self.step.addItem(f"missing: {s}", s)
+        self.verdict = QComboBox()
+        for label, value in (("any integrity", None), ("intact", "intact"), ("unverified", "unverified"),
+                             ("incomplete", "incomplete")):
+            self.verdict.addItem(label, value)
+        lay = QHBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        for w in (self.text, self.date_from, self.date_to, self.station, self.agent, self.min_minutes,
+                  self.flag, self.step, self.verdict):
+            lay.addWidget(w)
+            signal = getattr(w, "editingFinished", None) or getattr(w, "currentIndexChanged", None)
+            if isinstance(w, QDoubleSpinBox):
+                signal = w.valueChanged
+            signal.connect(self._emit)
+
+    def current(self) -> Filter:
+        def txt(w: QLineEdit) -> str | None:
+            return w.text().strip() or None
+
+        return Filter(date_from=txt(self.date_from), date_to=txt(self.date_to), station=txt(self.station),
+                      agent=txt(self.agent), text=txt(self.text),
+                      min_duration_s=self.min_minutes.value() * 60 or None,
+                      qc_flag=self.flag.currentData(), missing_step=self.step.currentData(),
+                      verdict=self.verdict.currentData())
+
+    def _emit(self, *_: Any) -> None:
+        self.changed.emit(self.current())
+
+
+class VerdictPanel(QWidget):
+    """The verification verdict of the opened session, one row per segment."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.banner = QLabel("Open a session to verify and play it.")
+        self.banner.setWordWrap(True)
+        self.table = QTableWidget(0, 3)
+        self.table.setHorizontalHeaderLabels(["Segment", "Status", "Details"])
+        self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
+        self.table.verticalHeader().setVisible(False)
+        self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.table.setMaximumHeight(150)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.banner)
+        lay.addWidget(self.table)
+
+    def show_report(self, report: dict[str, Any], refused: list[int]) -> None:
+        if report["intact"]:
+            self.banner.setText(f"✔ INTACT — session {report['session']}: every signature, the chain and "
+                                f"all {len(report['segments'])} segment hashes verify.")
+            self.banner.setStyleSheet("background:#e8f5e9; color:#1b5e20; padding:6px; font-weight:bold;")
+        else:
+            cats = ", ".join(c for c in report["categories"] if c != "ok")
+            text = f"✖ NOT INTACT — session {report['session']}: {cats}."
+            if refused:
+                text += f" Segment(s) {', '.join(map(str, refused))} refused: not played."
+            self.banner.setText(text)
+            self.banner.setStyleSheet("background:#ffebee; color:#b71c1c; padding:6px; font-weight:bold;")
+        segs = report["segments"]
+        session_problems = [p for p in report["problems"] if p["seq"] is None]
+        self.table.setRowCount(len(segs) + len(session_problems))
+        for i, s in enumerate(segs):
+            for j, text in enumerate((str(s["seq"]), s["status"], "; ".join(s["problems"]) or "ok")):
+                item = QTableWidgetItem(text)
+                if s["status"] != "ok":
+                    item.setForeground(QColor("#c62828"))
+                self.table.setItem(i, j, item)
+        for k, p in enumerate(session_problems):
+            for j, text in enumerate(("session", p["code"], p["detail"])):
+                self.table.setItem(len(segs) + k, j, QTableWidgetItem(text))
+
+    def segment_rows(self) -> list[tuple[str, str, str]]:
+        return [tuple(self.table.item(r, c).text() for c in range(3))  # type: ignore[misc]
+                for r in range(self.table.rowCount())]
+
+
+class ReviewWindow(QMainWindow):
+    """Catalog, verdict and player in one window.
+
+    Signals:
+        refreshed: the catalog was refreshed. arg: counts dict.
+        opened: a session was opened and verified. arg: the verifier's report.
+        open_failed: opening failed or was refused. arg: message.
+        qc_updated: a QC report was computed or loaded. arg: session id.
+        exported: an export finished. arg: result dict.
+    """
+
+    refreshed = Signal(dict)
+    opened = Signal(dict)
+    open_failed = Signal(str)
+    qc_updated = Signal(str)
+    exported = Signal(dict)
+    _open_done = Signal(object, object)
+    _refresh_done = Signal(object)
+    _qc_done = Signal(str)
+
+    def __init__(self, setup: ReviewSetup, audio: bool = True) -> None:
+        super().__init__()
+        self.setup = setup
+        self.setWindowTitle("DualRec — Review")
+        self.session: ReviewSession | None = None
+        self.qc_report: qcmod.QcReport | None = None
+        # dialogs are attributes so tests (and kiosk deployments) can replace them
+        self.ask_reason: Callable[[str], str | None] = self._ask_reason_dialog
+        self.ask_export_dir: Callable[[], Path | None] = self._ask_dir_dialog
+        self.model = CatalogModel(setup.catalog, self)
+        self.filters = FilterBar(setup.thresholds.required_steps)
+        self.filters.changed.connect(self.apply_filter)
+        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button.clicked.connect(self.refresh)
+        self.open_button = QPushButton("Open")
+        self.open_button.clicked.connect(self.open_selected)
+        self.count_label = QLabel("")
+        self.table = QTableView()
+        self.table.setModel(self.model)
+        self.table.setSortingEnabled(True)
+        self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        self.table.horizontalHeader().setStretchLastSection(True)
+        self.table.verticalHeader().setVisible(False)
+        self.table.verticalHeader().setDefaultSectionSize(22)
+        self.table.doubleClicked.connect(lambda _i: self.open_selected())
+        top = QWidget()
+        tl = QVBoxLayout(top)
+        bar = QHBoxLayout()
+        bar.addWidget(self.filters, 1)
+        bar.addWidget(self.refresh_button)
+        bar.addWidget(self.open_button)
+        tl.addLayout(bar)
+        tl.addWidget(self.table, 1)
+        tl.addWidget(self.count_label)
+        self.verdict = VerdictPanel()
+        self.player = PlayerWidget(audio=audio)
+        self.player.export_requested.connect(self.export_current)
+        self.player.setEnabled(False)
+        bottom = QWidget()
+        bl = QVBoxLayout(bottom)
+        bl.addWidget(self.verdict)
+        bl.addWidget(self.player, 1)
+        split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(top)
+        split.addWidget(bottom)
+        split.setSizes([300, 600])
+        self.setCentralWidget(split)
+        self.statusBar().showMessage(f"storage: {getattr(setup.store, 'describe', lambda: '?')()}")
+        self._open_done.connect(self._on_open_done)
+        self._refresh_done.connect(self._on_refresh_done)
+        self._qc_done.connect(self._on_qc_done)
+        self._busy = False
+        self._qc_thread: threading.Thread | None = None
+        self.model.reload()
+        self._update_count()
+
+    # --- catalog -------------------------------------------------------------------------------
+    def apply_filter(self, flt: Filter) -> None:
+        self.model.filter = flt
+        self.model.reload()
+        self._update_count()
+
+    def _update_count(self) -> None:
+        self.count_label.setText(f"{len(self.model.rows)} of {self.setup.catalog.count()} sessions")
+
+    def refresh(self) -> None:
+        self.refresh_button.setEnabled(False)
+        self.statusBar().showMessage("refreshing the catalog…")
+
+        def work() -> None:
+            try:
+                counts: Any = self.setup.catalog.refresh()
+                self.setup.catalog.load_qc_reports(self.setup.identities)
+            except Exception as exc:
+                counts = exc
+            self._refresh_done.emit(counts)
+
+        threading.Thread(target=work, name="catalog-refresh", daemon=True).start()
+
+    def _on_refresh_done(self, counts: Any) -> None:
+        self.refresh_button.setEnabled(True)
+        if isinstance(counts, Exception):
+            self.statusBar().showMessage(f"refresh failed: {counts}")
+            return
+        self.model.reload()
+        self._update_count()
+        self.statusBar().showMessage(f"catalog: {counts['total']} sessions ({counts['added']} new)")
+        self.refreshed.emit(counts)
+        if self.setup.compute_qc:
+            self.compute_missing_qc()
+
+    def compute_missing_qc(self) -> None:
+        """Compute QC once for sessions that have none stored (worker thread, one at a time)."""
+        if self._qc_thread is not None and self._qc_thread.is_alive():
+            return
+        todo = [r for r in self.setup.catalog.needing_qc() if not r.has_qc_object]
+        if not todo:
+            return
+
+        def work() -> None:
+            for row in todo:
+                try:
+                    rs = self._session_for(row)
+                    rs.verify()
+                    self.setup.catalog.set_verdict(row.session_id, rs.verdict(),
+                                                   "; ".join(p["detail"] for p in rs.report["problems"][:5]))
+                    report = qcmod.analyse_session(rs, self.setup.thresholds)
+                    recips = rs.recipients(self.setup.recipients)
+                    if recips:
+                        qcmod.store_qc(rs, report, recips, self.setup.tmp_dir or Path("/tmp"))
+                    self.setup.catalog.set_qc(row.session_id, report.flags, report.steps["missing"],
+                                              state="computed")
+                except Exception as exc:
+                    log.warning("QC of %s failed: %s", row.session_id, exc)
+                    self.setup.catalog.set_qc(row.session_id, [], [], state="error")
+                self._qc_done.emit(row.session_id)
+
+        self._qc_thread = threading.Thread(target=work, name="qc", daemon=True)
+        self._qc_thread.start()
+
+    def _on_qc_done(self, session_id: str) -> None:
+        self.model.reload()
+        self.qc_updated.emit(session_id)
+
+    def selected_row(self) -> SessionRow | None:
+        idx = self.table.selectionModel().selectedRows()
+        if not idx:
+            return None
+        return self.model.rows[idx[0].row()]
+
+    def select_session(self, session_id: str) -> bool:
+        for i, r in enumerate(self.model.rows):
+            if r.session_id == session_id:
+                self.table.selectRow(i)
+                return True
+        return False
+
+    # --- opening -------------------------------------------------------------------------------
+    def _session_for(self, row: SessionRow) -> ReviewSession:
+        s = self.setup
+        return ReviewSession(s.store, row.folder, s.identities, s.trusted, s.audit, row.session_id)
+
+    def open_selected(self) -> None:
+        row = self.selected_row()
+        if row is not None:
+            self.open_session(row)
+
+    def open_session(self, row: SessionRow, reason: str | None = None) -> None:
+        if self._busy:
+            return
+        if reason is None and self.setup.require_open_reason:
+            reason = self.ask_reason(f"Reason to open session {row.session_id}")
+            if not reason:
+                self.open_failed.emit("a reason is required to open a session")
+                return
+        self._busy = True
+        self.player.unload()
+        self.player.setEnabled(False)
+        self.verdict.banner.setText(f"Verifying {row.session_id}…")
+        self.verdict.banner.setStyleSheet("")
+        rs = self._session_for(row)
+
+        def work() -> None:
+            try:
+                report = rs.open(reason)
+                player = None
+                try:
+                    player = rs.player(reason)
+                    player.frame_at("screen", 0.0)      # decode the first frame off the UI thread
+                    player.frame_at("camera", 0.0)
+                except Exception as exc:
+                    report = dict(report, play_error=str(exc))
+                timeline = rs.timeline(self._load_qc(rs))
+                self._open_done.emit((rs, report, timeline), player)
+            except Exception as exc:
+                self._open_done.emit(exc, None)
+
+        threading.Thread(target=work, name="open-session", daemon=True).start()
+
+    def _load_qc(self, rs: ReviewSession) -> qcmod.QcReport | None:
+        try:
+            self.qc_report = qcmod.load_qc(self.setup.store, rs.folder, self.setup.identities)
+        except Exception as exc:
+            log.warning("QC report of %s unreadable: %s", rs.session_id, exc)
+            self.qc_report = None
+        return self.qc_report
+
+    def _on_open_done(self, result: Any, player: Any) -> None:
+        self._busy = False
+        if isinstance(result, Exception):
+            self.verdict.banner.setText(f"Not opened: {result}")
+            self.verdict.banner.setStyleSheet("background:#ffebee; color:#b71c1c; padding:6px;")
+            self.open_failed.emit(str(result))
+            return
+        rs, report, timeline = result
+        self.session = rs
+        self.setup.catalog.set_verdict(rs.session_id, rs.verdict(),
+                                       "; ".join(p["detail"] for p in report["problems"][:5]))
+        self.verdict.show_report(report, rs.refused_segments())
+        if player is not None:
+            self.player.load(player, timeline)
+            self.player.setEnabled(True)
+        elif report.get("play_error"):
+            self.verdict.banner.setText(self.verdict.banner.text() + f" Not playable: {report['play_error']}")
+        self.model.reload()
+        self.opened.emit(report)
+
+    # --- export --------------------------------------------------------------------------------
+    def export_current(self) -> None:
+        rs = self.session
+        if rs is None:
+            return
+        reason = self.ask_reason(f"Reason to export session {rs.session_id} (required)")
+        if not reason or not reason.strip():
+            QMessageBox.warning(self, "Export", "An export needs a reason; nothing was exported.") \
+                if self.isVisible() else None
+            self.open_failed.emit("export refused: a reason is required")
+            return
+        out = self.ask_export_dir()
+        if out is None:
+            return
+        try:
+            result = rs.export(out, reason, ctx=self.setup.ctx, identity_paths=self.setup.identity_paths)
+        except Exception as exc:
+            self.statusBar().showMessage(f"export failed: {exc}")
+            self.open_failed.emit(f"export failed: {exc}")
+            return
+        self.statusBar().showMessage(f"exported to {result['out']}")
+        self.exported.emit(result)
+
+    def _ask_reason_dialog(self, prompt: str) -> str | None:
+        text, ok = QInputDialog.getText(self, "Reason", prompt)
+        return text.strip() if ok and text.strip() else None
+
+    def _ask_dir_dialog(self) -> Path | None:
+        d = QFileDialog.getExistingDirectory(self, "Export into an empty folder")
+        return Path(d) / (self.session.session_id if self.session else "export") if d else None
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+        self.player.unload()
+        super().closeEvent(event)
