@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from station.cli import main
-from station.crypto.keys import load_signing_key, read_recipient_file
+from station.crypto.keys import load_signing_key, read_identity_file, read_recipient_file
+from station.crypto.sealed import SealedReader, Truncated
 from station.crypto.session import SessionSealer
 from station.logs import verify_audit
 
@@ -118,3 +119,47 @@ def test_export_refuses_an_altered_session_and_a_foreign_identity(
                "--reason", "test"])
     assert rc == 1 and "failed verification (altered)" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+def test_crash_recovered_session_exports_what_was_flushed_with_a_note(
+        keyring_service: str, station_home: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from station.crypto import recover_spool  # noqa: PLC0415
+
+    assert main(["keys", "init"]) == 0
+    assert main(["keys", "archive-new", "--out", str(tmp_path / "a")]) == 0
+    sk = load_signing_key()
+    assert sk is not None
+    d = station_home / "spool" / SID
+    s = SessionSealer(d, SID, "st-x", [read_recipient_file(tmp_path / "a" / "archive.pub")], sk)
+    w = s.open_segment(1, "media")
+    out = av.open(_Sink(w), "w", format="matroska")
+    vs = out.add_stream("libx264", rate=FPS)
+    vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+    vs.options = {"tune": "zerolatency", "preset": "veryfast", "g": str(FPS)}
+    for i in range(3 * FPS):
+        for pkt in vs.encode(av.VideoFrame.from_ndarray(np.zeros((120, 160, 3), np.uint8),
+                                                        format="rgb24")):
+            out.mux(pkt)
+        if i == 2 * FPS - 1:
+            w.flush()  # two seconds flushed, the third is lost in the "crash"
+    s.abandon()
+    assert [m["end_reason"] for m in recover_spool(station_home / "spool", sk)] == [
+        "crash-recovered"]
+    capsys.readouterr()
+    rc = main(["export", SID, "--identity", str(tmp_path / "a" / "archive.key"), "--out",
+               str(tmp_path / "o"), "--reason", "crash review", "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 0 and res["intact"] is False
+    assert any("truncated" in n for n in res["notes"])
+    exported = (tmp_path / "o" / "seg-000001.mkv").read_bytes()
+    flushed = bytearray()
+    with pytest.raises(Truncated), SealedReader(d / "seg-000001.media.drseg",
+                                                read_identity_file(tmp_path / "a" /
+                                                                   "archive.key")) as rd:
+        for m in rd.messages():
+            flushed += m
+    assert exported == bytes(flushed) and len(exported) > 0
+    with av.open(str(tmp_path / "o" / "seg-000001.mkv")) as c:
+        n = sum(1 for _ in c.decode(video=0))
+    assert 0 < n < 3 * FPS  # what the muxer had handed over by the flush decodes

@@ -230,7 +230,8 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
                 scans.setdefault(seq, {})[kind] = sc
                 headers = headers or sc["header"]
         session_id = (first or {}).get("session") or headers.get("session") or session_dir.name
-        station = station_id or (first or {}).get("station") or headers.get("station") or "?"
+        # the station recorded in the files wins over the caller's idea of the current id
+        station = (first or {}).get("station") or headers.get("station") or station_id or "?"
         meta = dict((first or {}).get("meta") or {})
         meta.setdefault("started_utc", headers.get("created_utc"))
         os.close(lock)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from station.crypto.manifest import GENESIS, check_signature, manifest_hash, parse_manifest
-from station.crypto.sealed import SealError, scan_frames
+from station.crypto.sealed import KINDS, SealError, scan_frames
 from station.crypto.session import MANIFEST_RE, SEG_RE, SESSION_MANIFEST
 
 # status precedence: the worst problem of a segment decides its status
@@ -182,6 +182,9 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
         files: dict[str, Any] = man["files"] if isinstance(man.get("files"), dict) else {}
         trunc = man.get("truncated") or {}
         for kind, info in sorted(files.items()):
+            if kind not in KINDS or not isinstance(info, dict):
+                rep.add(pos, "altered", f"manifest lists an unknown file kind {kind!r}")
+                continue
             name = f"seg-{pos:06d}.{kind}.drseg"
             listed.add(name)
             entry = rep.seg(pos)["files"].setdefault(kind, {"name": name, "status": "ok"})
