@@ -52,12 +52,12 @@ class TokenBucket:
                     self._tokens = min(self._tokens + (now - self._last) * rate,
                                        max(rate * self._burst_s, float(amount)))
                 self._last = now
-                if rate > 0 and self._tokens >= amount:
-                    self._tokens -= amount
+                if rate > 0 and self._tokens >= amount - 1e-6 * max(amount, 1):  # float slack
+                    self._tokens = max(self._tokens - amount, 0.0)
                     return
                 # paused (rate 0) or not enough tokens: wait, then re-read the rate
-                wait = self._max_wait_s if rate <= 0 else min((amount - self._tokens) / rate,
-                                                             self._max_wait_s)
+                wait = self._max_wait_s if rate <= 0 else min(
+                    max((amount - self._tokens) / rate, 1e-3), self._max_wait_s)
             self.waited_s += wait
             self._sleep(wait)
 
@@ -81,8 +81,10 @@ class LimitedStream:
             return self._raw.read(amount)
         if amount is None or amount < 0 or amount > CHUNK_BYTES:
             amount = CHUNK_BYTES  # urllib3/http.client call read() until b""
-        self._bucket.consume(amount)
-        return self._raw.read(amount)
+        data = self._raw.read(amount)
+        if data:
+            self._bucket.consume(len(data))  # before the caller sends it
+        return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
         self._transferring = False
