@@ -84,7 +84,7 @@ class PipelineConfig:
     segment_s: float = 60.0
     fragment_s: float = 1.0
     queue_s: float = 2.0
-    holdback_ms: int = 300
+    holdback_ms: int = 150
     audio_snap_ms: int = 30
     pause_audio: str = "mute"
     extra_stats: dict[str, Any] = field(default_factory=dict)

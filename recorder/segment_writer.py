@@ -2,7 +2,7 @@
 
 The container never touches disk in plaintext: PyAV writes into :class:`_SealSink`, which hands
 every byte to the sealed writer. Matroska writes a cluster when it closes one (every
-``fragment_s``, ``cluster_time_limit``); after every mux that produced bytes the sealed writer is
+0.6 x ``fragment_s``, ``cluster_time_limit``); after every mux that produced bytes the sealed writer is
 flushed, which ends one AEAD message, so a killed process loses at most about one fragment.
 Each segment has its own encoders, so it starts with a keyframe on every video stream.
 """
@@ -47,8 +47,10 @@ class SegmentWriter:
         self.sink = sink
         self._io = _SealSink(sink)
         try:
+            # clusters a bit shorter than the fragment: together with the pipeline's hold-back
+            # a crash loses at most about ``fragment_s``
             self.container = av.open(self._io, "w", format="matroska", options={
-                "cluster_time_limit": str(int(fragment_s * 1000)),
+                "cluster_time_limit": str(max(100, int(fragment_s * 600))),
                 "cluster_size_limit": str(8 << 20),
                 "max_interleave_delta": "1000000", "flush_packets": "1"})
         except av.error.FFmpegError as exc:
