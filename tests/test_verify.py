@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 
 import nacl.public
 import nacl.signing
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from station.cli import main
 from station.crypto.keys import load_signing_key, recipient_text, station_text
 from station.crypto.session import SessionSealer
+from station.crypto.verify import DirSource, verify_session
 
 RCPT = recipient_text(nacl.public.PrivateKey.generate().public_key)
 SID = "20261124T070000Z-00c0ffee"
@@ -109,3 +113,43 @@ def test_unfinished_session_is_reported_open_not_intact(
     assert rc == 3 and res["categories"] == ["session-open"]
     assert res["segments"][0]["status"] == "ok"
     s.finish()
+
+
+def _base_session(root: Path) -> tuple[Path, str]:
+    sk = nacl.signing.SigningKey(b"\x01" * 32)
+    return make_session(root / SID, sk, 3), station_text(sk.verify_key)
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_any_single_change_to_a_session_is_reported_not_intact_and_never_crashes(
+        data: st.DataObject) -> None:
+    with tempfile.TemporaryDirectory() as t:
+        d, trusted = _base_session(Path(t))
+        assert verify_session(DirSource(d), [trusted])["intact"]
+        names = sorted(p.name for p in d.iterdir())
+        name = data.draw(st.sampled_from(names))
+        p = d / name
+        raw = p.read_bytes()
+        op = data.draw(st.sampled_from(["flip", "cut", "delete", "append", "swap"]))
+        if op == "flip":
+            i = data.draw(st.integers(0, len(raw) - 1))
+            bit = data.draw(st.integers(0, 7))
+            p.write_bytes(raw[:i] + bytes([raw[i] ^ (1 << bit)]) + raw[i + 1:])
+        elif op == "cut":
+            p.write_bytes(raw[:data.draw(st.integers(0, len(raw) - 1))])
+        elif op == "delete":
+            p.unlink()
+        elif op == "append":
+            p.write_bytes(raw + data.draw(st.binary(min_size=1, max_size=40)).replace(
+                b" ", b"x").replace(b"\n", b"y").replace(b"\t", b"z").replace(b"\r", b"w"))
+        else:
+            other = d / data.draw(st.sampled_from([n for n in names if n != name]))
+            other_raw = other.read_bytes()
+            if other_raw == raw:
+                return
+            p.write_bytes(other_raw)
+            other.write_bytes(raw)
+        result = verify_session(DirSource(d), [trusted])
+        assert result["intact"] is False, (op, name)
+        assert result["problems"]
