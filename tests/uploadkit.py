@@ -23,13 +23,15 @@ def new_session_id(day: str = "20261124") -> str:
 
 def sealed_session(spool: Path, *, segments: int = 2, media_bytes: int = 200_000,
                    station: str = "seat-07", finish: bool = True, session_id: str | None = None,
-                   recipient: nacl.public.PrivateKey | None = None) -> Path:
+                   recipient: nacl.public.PrivateKey | None = None,
+                   signing_key: nacl.signing.SigningKey | None = None) -> Path:
     """A real sealed session (SessionSealer) with random media; returns its folder."""
     session_id = session_id or new_session_id()
     recipient = recipient or nacl.public.PrivateKey.generate()
     sealer = SessionSealer(spool / session_id, session_id=session_id, station_id=station,
                            recipients=[recipient.public_key],
-                           signing_key=nacl.signing.SigningKey.generate(), meta={"agent": "a1"})
+                           signing_key=signing_key or nacl.signing.SigningKey.generate(),
+                           meta={"agent": "a1"})
     chunk = 1 * MiB
     for seq in range(1, segments + 1):
         for kind in ("media", "oplog", "masklog"):
@@ -69,3 +71,15 @@ def all_versions(server: S3Server, bucket: str, prefix: str = "") -> dict[str, i
 
 def spool_files(session_dir: Path) -> list[str]:
     return sorted(p.name for p in session_dir.iterdir()) if session_dir.exists() else []
+
+
+def write_policy(path: Path, pol: Policy) -> Path:
+    """The keys of ``pol`` that differ from the defaults, as a site policy TOML file."""
+    from station.policy import KEYS, _toml_value
+
+    sections: dict[str, list[str]] = {}
+    for name, value in pol.items():
+        if value != KEYS[name].default:
+            sections.setdefault(KEYS[name].section, []).append(f"{KEYS[name].field} = {_toml_value(value)}")
+    path.write_text("".join(f"[{s}]\n" + "\n".join(lines) + "\n\n" for s, lines in sections.items()))
+    return path

@@ -59,6 +59,12 @@ def _local_store(args: argparse.Namespace, ctx: Context, sid: str) -> SessionSou
 SOURCES: list[Callable[[argparse.Namespace, Context, str], SessionSource | None]] = [
     _spool, _local_store]
 
+# central storage (--remote, owned by the uploader): first, and exclusive when the flag is given
+from uploader.remote import REMOTE_OPTION, remote_source  # noqa: E402
+
+OPTIONS.append(REMOTE_OPTION)
+SOURCES.insert(0, remote_source)
+
 
 def _local_station(ctx: Context) -> Iterable[str]:
     try:

@@ -1,0 +1,182 @@
+"""The uploader end to end against the real SeaweedFS (auth enforced, Object Lock buckets), with
+real sealed sessions from SessionSealer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import nacl.signing
+import pytest
+
+from station import cli
+from station.crypto.keys import station_text
+from station.policy import Policy
+from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY, SecretStore
+from tests.services import S3Server
+from tests.uploadkit import MiB, all_versions, s3_policy, sealed_session, spool_files, write_policy
+from uploader.bandwidth import TokenBucket
+from uploader.journal import PURGED, VERIFIED, Journal
+from uploader.service import Uploader, backlog
+from uploader.stores import S3Store, s3_settings
+
+pytestmark = pytest.mark.integration
+
+
+def _uploader(s3: S3Server, bucket: str, home: Path, pol: Policy | None = None,
+              events: list[dict[str, Any]] | None = None, **kw: Any) -> Uploader:
+    pol = pol or s3_policy(s3, bucket)
+    store = S3Store(s3_settings(pol), s3.access_key, kw.pop("secret", s3.secret_key),
+                    limiter=kw.pop("limiter", None))
+    return Uploader(store, Journal(home / "journal.sqlite"), home / "spool", pol,
+                    on_event=(events.append if events is not None else None), **kw)
+
+
+def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]:
+    rc = cli.main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, json.loads(out) if out.strip().startswith("{") else out, err
+
+
+def test_recorded_session_uploads_verifies_purges_and_verifies_remotely(
+        s3: S3Server, s3_lock_bucket: str, keyring_service: str, station_home: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    signer = nacl.signing.SigningKey.generate()
+    sd = sealed_session(station_home / "spool", segments=2, media_bytes=11 * MiB, signing_key=signer)
+    sid = sd.name
+    policy_file = write_policy(station_home.parent / "policy.toml",
+                               s3_policy(s3, s3_lock_bucket, storage__object_lock="refuse"))
+    monkeypatch.setenv("STATION_POLICY", str(policy_file))
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO(f"{s3.access_key}\n{s3.secret_key}\n"))
+    assert cli.main(["keys", "storage-set"]) == 0
+    capsys.readouterr()
+    assert backlog(station_home)["count"] == 9  # visible before the uploader ever ran
+
+    rc, result, err = _cli(capsys, "upload", "--drain", "--json")
+    assert rc == 0, err
+    assert result["error"] is None and result["object_lock"]["compliant"]
+    assert result["backlog"]["count"] == 0 and result["backlog"]["states"] == {PURGED: 9}
+    versions = all_versions(s3, s3_lock_bucket)
+    folder = f"dualrec/2026/11/24/seat-07/{sid}/"
+    assert sorted(versions) == sorted(folder + n for n in
+                                      [f"seg-00000{s}.{k}" for s in (1, 2) for k in
+                                       ("media.drseg", "oplog.drseg", "masklog.drseg", "manifest.json")]
+                                      + ["session.json"])
+    assert set(versions.values()) == {1}
+    assert not sd.exists()
+    # order: a segment's files before its manifest, session.json last
+    events = [e for e in (json.loads(ln) for ln in err.splitlines() if ln.startswith("{")) if "event" in e]
+    uploaded = [e["key"].rsplit("/", 1)[1] for e in events if e["event"] == "uploaded"]
+    for seq in (1, 2):
+        m = uploaded.index(f"seg-00000{seq}.manifest.json")
+        assert all(uploaded.index(f"seg-00000{seq}.{k}.drseg") < m for k in ("media", "oplog", "masklog"))
+    assert uploaded[-1] == "session.json"
+    assert any(r["event"] == "spool_purged" and r["session"] == sid
+               for r in map(json.loads, (station_home / "audit" / "audit.log").read_text().splitlines()))
+
+    rc, report, err = _cli(capsys, "verify", sid, "--remote", "--json",
+                           "--trust", station_text(signer.verify_key))
+    assert rc == 0, err
+    assert report["intact"] is True and "seat-07" in json.dumps(report)
+
+
+def test_session_is_purged_only_after_session_json_is_uploaded(
+        s3: S3Server, s3_bucket: str, station_home: Path) -> None:
+    signer = nacl.signing.SigningKey.generate()
+    sd = sealed_session(station_home / "spool", segments=1, finish=False, signing_key=signer)
+    up = _uploader(s3, s3_bucket, station_home)
+    assert up.drain()["error"] is None
+    assert spool_files(sd) == ["seg-000001.manifest.json", "seg-000001.masklog.drseg",
+                               "seg-000001.media.drseg", "seg-000001.oplog.drseg"]
+    assert {e.state for e in up.journal.entries()} == {VERIFIED}
+    from station.crypto.session import SessionSealer
+
+    SessionSealer(sd, sd.name, "seat-07", [b"\x01" * 32], signer).finish("normal")
+    result = up.drain()
+    assert result["error"] is None and not sd.exists()
+    assert {e.state for e in up.journal.entries()} == {PURGED}
+    assert len(all_versions(s3, s3_bucket)) == 5
+
+
+def test_wrong_secret_key_gives_a_clear_error_keeps_the_spool_and_shows_the_backlog(
+        s3: S3Server, s3_lock_bucket: str, keyring_service: str, station_home: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sd = sealed_session(station_home / "spool", segments=1)
+    before = spool_files(sd)
+    policy_file = write_policy(station_home.parent / "policy.toml", s3_policy(s3, s3_lock_bucket))
+    SecretStore().set(STORAGE_ACCESS_KEY, s3.access_key)
+    SecretStore().set(STORAGE_SECRET_KEY, "wrong" + s3.secret_key[5:])
+    rc, result, err = _cli(capsys, "upload", "--drain", "--json", "--policy", str(policy_file))
+    assert rc == 1
+    assert "rejected the credentials" in result["error"] and "storage-set" in result["error"]
+    assert spool_files(sd) == before
+    b = backlog(station_home)
+    assert b["count"] == 5 and b["bytes"] > 0 and "credentials" in b["last_error"]
+    assert all_versions(s3, s3_lock_bucket) == {}
+
+
+def test_bucket_without_object_lock_warns_or_refuses_per_policy(
+        s3: S3Server, s3_bucket: str, station_home: Path, tmp_path: Path) -> None:
+    sd = sealed_session(station_home / "spool", segments=1)
+    up = _uploader(s3, s3_bucket, station_home, s3_policy(s3, s3_bucket, storage__object_lock="refuse"))
+    result = up.drain()
+    assert "no Object Lock" in result["error"] and "refuse" in result["error"]
+    assert sd.exists() and all_versions(s3, s3_bucket) == {}
+    assert result["backlog"]["count"] == 5
+
+    events: list[dict[str, Any]] = []
+    up = _uploader(s3, s3_bucket, station_home, s3_policy(s3, s3_bucket, storage__object_lock="warn"),
+                   events=events)
+    result = up.drain()
+    assert result["error"] is None and "no Object Lock" in result["object_lock"]["warning"]
+    assert [e for e in events if e["event"] == "warning"] and not sd.exists()
+
+
+def test_spool_file_that_does_not_match_its_manifest_is_never_uploaded_or_purged(
+        s3: S3Server, s3_bucket: str, station_home: Path) -> None:
+    sd = sealed_session(station_home / "spool", segments=1)
+    media = sd / "seg-000001.media.drseg"
+    raw = bytearray(media.read_bytes())
+    raw[5000] ^= 0x01
+    media.write_bytes(bytes(raw))
+    up = _uploader(s3, s3_bucket, station_home)
+    result = up.drain()
+    assert "does not match its manifest" in result["error"]
+    keys = all_versions(s3, s3_bucket)
+    assert not any(k.endswith("media.drseg") or k.endswith("manifest.json") or k.endswith("session.json")
+                   for k in keys)
+    assert len(spool_files(sd)) == 5
+
+
+def test_pause_during_a_call_uploads_nothing_until_the_call_ends(
+        s3: S3Server, s3_bucket: str, station_home: Path) -> None:
+    sd = sealed_session(station_home / "spool", segments=1)
+    in_call = [True]
+    up = _uploader(s3, s3_bucket, station_home, s3_policy(s3, s3_bucket, upload__during_call="pause"),
+                   call_active=lambda: in_call[0])
+    up.drain(wait_retries=False)
+    assert all_versions(s3, s3_bucket) == {} and sd.exists()
+    in_call[0] = False
+    assert up.drain()["error"] is None and not sd.exists()
+
+
+def test_throttle_during_a_call_holds_the_call_rate_on_an_injected_clock(
+        s3: S3Server, s3_bucket: str, station_home: Path) -> None:
+    sealed_session(station_home / "spool", segments=1, media_bytes=6 * MiB)
+    fake = {"t": 0.0}
+
+    def sleep(s: float) -> None:
+        fake["t"] += s
+
+    pol = s3_policy(s3, s3_bucket, upload__during_call="throttle", upload__call_kbps=8000)
+    from uploader.service import upload_rate_bytes_s
+
+    limiter = TokenBucket(lambda: upload_rate_bytes_s(pol, True), clock=lambda: fake["t"], sleep=sleep)
+    up = _uploader(s3, s3_bucket, station_home, pol, limiter=limiter, call_active=lambda: True)
+    assert up.drain()["error"] is None
+    sent = sum(v for k, v in up.store.counters.items() if k == "part_bytes")  # type: ignore[attr-defined]
+    total = sum(e.size or 0 for e in up.journal.entries())
+    assert sent > 6 * MiB
+    # 8000 kbit/s = 1 MB/s: the injected clock advanced by about total bytes / rate
+    assert 0.9 * total / 1e6 <= fake["t"] <= 1.2 * total / 1e6 + 0.5
