@@ -226,9 +226,15 @@ def _short(exc: BaseException) -> str:
     return text[:300]
 
 
+def check_enrolment(ctx: Context) -> Check:  # station/enrolment.py (installer and enrolment)
+    from station.enrolment import doctor_check
+
+    return doctor_check(ctx)  # type: ignore[no-any-return]
+
+
 CHECKS: tuple[Callable[[Context], Check], ...] = (
     check_display, check_camera, check_audio, check_keyring, check_data_dir, check_storage,
-    check_backlog, check_clock)
+    check_enrolment, check_backlog, check_clock)
 
 
 def run_checks(ctx: Context) -> list[Check]:

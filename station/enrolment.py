@@ -195,3 +195,41 @@ def trusted_from_storage(ctx: Any) -> list[str]:
         return []
     finally:
         store.close()
+
+
+def doctor_check(ctx: Any) -> Any:
+    """``station doctor`` check "enrolment": is this station's key registered in central storage
+    (what reviewers trust)? ok: registered; warn: no key yet, not registered, or storage not
+    readable (the storage check says why); fail: the station id is enrolled with another key."""
+    from station.crypto.keys import fingerprint, load_signing_key, station_text
+    from station.doctor import FAIL, OK, WARN, Check
+    from uploader.stores import open_store
+
+    sk = load_signing_key(ctx.secrets)
+    if sk is None:
+        return Check("enrolment", WARN, "no station key yet: run `station enroll`")
+    public = station_text(sk.verify_key)
+    details: dict[str, Any] = {"station_id": ctx.station_id, "fingerprint": fingerprint(public)}
+    try:
+        store = open_store(ctx.policy, ctx.secrets, ctx.data_dir)
+    except StationError as exc:
+        return Check("enrolment", WARN, f"not checked, storage not usable: {exc}", details)
+    try:
+        key = record_key(store, ctx.station_id)
+        details["key"] = key
+        if store.head(key) is None:
+            return Check("enrolment", WARN, f"station {ctx.station_id} is not enrolled in {store.describe()}: "
+                         "reviewers will not trust its sessions; run `station enroll`", details)
+        try:
+            enr = parse_record(store.get(key), key)
+        except EnrolmentError as exc:
+            return Check("enrolment", FAIL, str(exc), details)
+    except StationError as exc:
+        return Check("enrolment", WARN, f"not checked: {exc}", details)
+    finally:
+        store.close()
+    if enr.public_key != public:
+        return Check("enrolment", FAIL, str(EnrolmentConflict(ctx.station_id, enr.fingerprint,
+                                                              details["fingerprint"])), details)
+    return Check("enrolment", OK, f"enrolled as {ctx.station_id}, fingerprint {details['fingerprint']}",
+                 details)

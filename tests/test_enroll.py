@@ -248,3 +248,30 @@ def test_reviewer_verify_trusts_enrolled_stations_only(
     rc, res, _ = _run(capsys, "verify", "--json", "--policy", str(local_policy), "20261124T080000Z-0000bbbb")
     assert rc == 3 and res["intact"] is False
     assert "untrusted" in json.dumps(res)
+
+
+def test_doctor_reports_enrolment_missing_then_ok_then_conflict(
+        tmp_path: Path, station_home: Path, keyring_service: str, local_policy: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    def enrolment_check() -> dict:
+        cli.main(["doctor", "--json", "--policy", str(local_policy), "--only", "enrolment"])
+        return json.loads(capsys.readouterr().out)["checks"][0]
+
+    assert enrolment_check()["status"] == "warn"  # no key yet
+    assert cli.main(["keys", "--policy", str(local_policy), "init"]) == 0
+    capsys.readouterr()
+    check = enrolment_check()
+    assert check["status"] == "warn" and "not enrolled" in check["reason"]
+    assert cli.main(["enroll", "--policy", str(local_policy)]) == 0
+    capsys.readouterr()
+    check = enrolment_check()
+    assert check["status"] == "ok" and "seat-007" in check["reason"]
+    # this seat's key replaced (e.g. keyring reset): the record names another key
+    monkeypatch.setenv("STATION_KEYRING_SERVICE", keyring_service + "-c")
+    try:
+        assert cli.main(["keys", "--policy", str(local_policy), "init"]) == 0
+        capsys.readouterr()
+        check = enrolment_check()
+    finally:
+        SecretStore(keyring_service + "-c").delete(SIGNING_KEY)
+    assert check["status"] == "fail" and "already enrolled with another key" in check["reason"]
