@@ -114,6 +114,17 @@ class App:
         except DesktopUnavailable as exc:
             log.warning("no desktop operation log: %s", exc)
             self.desktop = None
+            return
+        live = {"consent", "recording", "paused"}
+        was_live = [False]
+
+        def on_flow(name: str, data: dict[str, Any]) -> None:
+            if name == "state_changed":
+                now_live = data.get("state") in live
+                if now_live and not was_live[0] and self.desktop is not None:
+                    self.desktop.tracker.replay()
+                was_live[0] = now_live
+        self.flow.subscribe(on_flow)
 
     def _start_uploader(self) -> None:
         try:

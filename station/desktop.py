@@ -66,12 +66,19 @@ class Tracker:
 
     def focus(self, wid: str, app: str, title: str) -> None:
         current = (wid, app, redact(title or ""))
-        with self._lock:
+        with self._lock:  # send under the lock: a replay cannot slip in between
             if current == self.window:
                 return
             self._flush_keys()
             self.window = current
-        self._send("window", window=wid, app=app, title=current[2])
+            self._send("window", window=wid, app=app, title=current[2])
+
+    def replay(self) -> None:
+        """Write the current window again (a new recording starts with where the agent is)."""
+        with self._lock:
+            current = self.window
+            if current is not None:
+                self._send("window", window=current[0], app=current[1], title=current[2])
 
     def click(self, x: int, y: int, button: int) -> None:
         with self._lock:
@@ -272,24 +279,45 @@ class X11Watcher(DesktopWatcher):
         return f"0x{win.id:x}", app, str(title or "")
 
     def _focus_loop(self) -> None:
+        """Cheap when nothing happens: one ``GetInputFocus`` round trip per ``poll_s`` (none with
+        a window manager that publishes ``_NET_ACTIVE_WINDOW``: its PropertyNotify wakes us), and
+        the window is described again only when it or its title changed."""
         from Xlib import X
 
         fd = self.d.fileno()
+        net_active = self.A["_NET_ACTIVE_WINDOW"]
+        titles = (self.A["_NET_WM_NAME"], self.A["WM_NAME"])
+        has_net_active = self._prop(self.root, "_NET_ACTIVE_WINDOW", X.AnyPropertyType) is not None
+        last_focus: int | None = None
+        dirty = True
         while not self._stop.is_set():
             while self.d.pending_events():
-                self.d.next_event()
+                ev = self.d.next_event()
+                if ev.type == X.PropertyNotify:
+                    if ev.atom == net_active:
+                        has_net_active, dirty = True, True
+                    elif ev.atom in titles:
+                        dirty = True
             try:
-                win = self._active()
-                if win is not None:
-                    if self._watched is None or self._watched.id != win.id:
-                        try:
-                            win.change_attributes(event_mask=X.PropertyChangeMask)  # title changes
-                        except Exception:  # noqa: BLE001
-                            pass
-                        self._watched = win
-                    self.tracker.focus(*self.describe(win))
+                if not has_net_active:
+                    focus = self.d.get_input_focus().focus
+                    fid = focus if isinstance(focus, int) else getattr(focus, "id", 0)
+                    if fid != last_focus:
+                        last_focus, dirty = fid, True
+                if dirty:
+                    dirty = False
+                    win = self._active()
+                    if win is not None:
+                        if self._watched is None or self._watched.id != win.id:
+                            try:
+                                win.change_attributes(event_mask=X.PropertyChangeMask)  # title changes
+                            except Exception:  # noqa: BLE001
+                                pass
+                            self._watched = win
+                        self.tracker.focus(*self.describe(win))
             except Exception:  # noqa: BLE001 - a window vanishing mid-query is normal
                 log.debug("focus query failed", exc_info=True)
+                dirty = True
             self.tracker.tick()
             select.select([fd], [], [], self.poll_s)
 

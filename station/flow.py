@@ -308,7 +308,7 @@ class SessionFlow:
 
     def _emit(self, kind: str, **fields: Any) -> None:
         """Write an operation-log event into the current session."""
-        c = self.cur
+        c = self.cur  # one read: another thread may end the session meanwhile
         if c is None:
             return
         emit = getattr(c.session, "emit", None)
@@ -321,10 +321,13 @@ class SessionFlow:
             log.exception("could not write %s to the operation log", kind)
 
     def oplog(self, kind: str, **fields: Any) -> None:
-        """Operation-log events from the desktop watcher; dropped when no session records."""
-        with self._lock:
-            if self.state in (FlowState.CONSENT, FlowState.RECORDING, FlowState.PAUSED):
-                self._emit(kind, **fields)
+        """Operation-log events from the desktop watcher; dropped when no session records.
+
+        Lock-free on purpose: the event is stamped when it is written, so it must not wait for
+        a slow flow action (opening devices, sealing at stop); the recording session's own
+        operation log is thread-safe."""
+        if self.state in (FlowState.CONSENT, FlowState.RECORDING, FlowState.PAUSED):
+            self._emit(kind, **fields)
 
     # --- events from the recording's worker threads ------------------------------------------
     def _on_session_event(self, name: str, data: Any) -> None:

@@ -3,6 +3,7 @@ fake Win32 API."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -73,11 +74,13 @@ def test_active_window_changes_made_with_xdotool_are_logged_within_100_ms(x_wind
             for wid, hx in zip(ids, hexes, strict=True):
                 before = len(sink.events)
                 t_sent = time.monotonic_ns()
-                xdotool("windowfocus", "--sync", wid)
+                xdotool("windowfocus", "--sync", wid)  # returns once the focus has changed
+                t_done = time.monotonic_ns()
                 ev = sink.wait_for(lambda e, hx=hx, n=before: e[0] == "window" and e[1]["window"] == hx
                                    and sink.events.index(e) >= n)
-                lags_ms.append((ev[2] - t_sent) / 1e6)
-        print("focus-to-oplog lag ms:", [round(x, 1) for x in lags_ms])
+                assert ev[2] >= t_sent
+                lags_ms.append((ev[2] - t_done) / 1e6)
+        print("logged ms after xdotool returned:", [round(x, 1) for x in lags_ms])
         assert max(lags_ms) <= 100
         crm = [e for e in sink.events if e[0] == "window" and e[1]["window"] == hexes[0]][0][1]
         assert crm["app"] == "CrmClient"
@@ -167,3 +170,45 @@ def test_key_counts_are_flushed_periodically_while_typing_goes_on():
     t.key()
     t.close()
     assert [f["count"] for k, f in out if k == "keys"] == [3, 1]
+
+
+@pytest.mark.integration
+def test_window_changes_land_in_the_sealed_operation_log_at_their_time(x_windows, station_home,
+                                                                       keyring_service):
+    import datetime as dt
+
+    from station.app import App
+    from station.context import Context
+    from tests.recordkit import make_station
+    from tests.test_ui_agent import SMALL, oplog_events
+
+    hexes, ids = x_windows
+    subprocess.run(["xdotool", "windowfocus", "--sync", str(ids[1])], check=True)
+    st = make_station(station_home, **SMALL)
+    app = App(Context(data_dir=station_home, policy_path=st.policy_path), fake_devices=True,
+              upload=False).start()
+    try:
+        app.flow.start()
+        app.flow.agree()
+        changes = []
+        for i in range(4):
+            wid, hx = ids[i % 2], hexes[i % 2]
+            before = time.time_ns()
+            xdotool("windowfocus", "--sync", wid)
+            changes.append((hx, before, time.time_ns()))
+            time.sleep(0.3)
+        app.flow.stop()
+    finally:
+        app.close()
+    events = oplog_events(station_home / "spool" / app.flow.last_session_id, st.identity)
+    windows = [e for e in events if e["kind"] == "window"]
+    assert windows[0]["window"] == hexes[1]  # where the agent was when the recording began
+    lags_ms = []
+    for (hx, before, after), ev in zip(changes, windows[1:], strict=True):
+        assert ev["window"] == hx
+        utc_ns = int(dt.datetime.fromisoformat(ev["utc"]).timestamp() * 1e3) * 1_000_000
+        assert utc_ns >= before - 2_000_000, "event stamped before the change was made"
+        lags_ms.append((utc_ns - after) / 1e6)
+    print("window change -> op log lag after xdotool returned (ms):", lags_ms)
+    assert max(lags_ms) <= 100
+    assert "13812345678" not in json.dumps(events, ensure_ascii=False)
