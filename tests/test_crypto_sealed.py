@@ -258,3 +258,33 @@ def test_one_huge_write_is_split_into_bounded_messages(tmp_path: Path) -> None:
         w.write(memoryview(data))
     assert w.messages == 1 + 3 + 1  # header message, three full 1 MiB messages, FINAL with the rest
     assert read_all(p) == (b"ab" + data, None)
+
+
+def test_seek_to_end_learns_the_size_without_decrypting(tmp_path: Path) -> None:
+    p = tmp_path / "s.drseg"
+    data = os.urandom(9000)
+    seal(p, [data[i:i + 1000] for i in range(0, 9000, 1000)])
+    with SealedReader(p, [ID]) as rd:
+        assert rd.seek(0, io.SEEK_END) == 9000 and rd.tell() == 9000
+        assert rd._msg_index == 1  # only the header message was decrypted so far
+        assert rd.seek(-10, io.SEEK_END) == 8990
+        assert rd.read() == data[-10:]
+        rd.seek(123)
+        assert rd.read(5) == data[123:128]
+
+
+def test_playback_of_a_cut_matroska_ends_cleanly_and_keeps_the_truncation(tmp_path: Path) -> None:
+    p = tmp_path / "m.drseg"
+    w = SealedWriter(p, [RCPT], HDR)
+    _encode_matroska(_Sink(w), 45, w.flush)
+    w.close()
+    raw = p.read_bytes()
+    cut = tmp_path / "cut.drseg"
+    cut.write_bytes(raw[: len(raw) * 2 // 3])
+    with open(cut, "rb") as fh, SealedReader(fh, [ID], truncated_as_eof=True) as rd:
+        with av.open(rd, format="matroska") as c:
+            n = sum(1 for _ in c.decode(video=0))
+        assert 0 < n < 45
+        assert isinstance(rd.truncated, Truncated)
+    with pytest.raises(Truncated), SealedReader(cut, [ID]) as rd:  # the default still raises
+        rd.read()

@@ -319,12 +319,21 @@ class SealedReader(io.RawIOBase):
     Plaintext of a message is released only after its tag verified. At the end of the data,
     a stream without FINAL raises :class:`Truncated` (after every complete message was returned).
     Seeking is supported: the reader remembers, per message, the file offset and the stream
-    state, and re-decrypts from the nearest message start.
+    state, and re-decrypts from the nearest message start. ``seek(0, SEEK_END)`` learns the size
+    from the frame lengths without decrypting (reads still verify every message).
+
+    With ``truncated_as_eof=True`` (playback of crash-recovered segments) a stream cut short ends
+    like a file and the error is kept in ``truncated``; altered data still raises.
     """
 
     def __init__(self, source: str | os.PathLike[str] | BinaryIO,
-                 identities: Iterable[Any] | Any, *, name: str | None = None) -> None:
+                 identities: Iterable[Any] | Any, *, name: str | None = None,
+                 truncated_as_eof: bool = False) -> None:
         super().__init__()
+        self.truncated_as_eof = truncated_as_eof
+        self.truncated: Truncated | None = None  # set when a cut stream ended as EOF
+        self._lazy: int | None = None  # a position seek() promised but did not reach yet
+        self._plain_size: int | None = None
         if isinstance(source, (str, os.PathLike)):
             self._fh: BinaryIO = open(source, "rb")  # noqa: SIM115 - closed in close()
             self._owns = True
@@ -371,6 +380,7 @@ class SealedReader(io.RawIOBase):
         nb.crypto_secretstream_xchacha20poly1305_init_pull(
             self._state, prefix[-SS_HEADER_BYTES:], key)
         self._offset = len(prefix)  # file offset of the next frame
+        self._data_start = len(prefix)
         self._msg_index = 0
         self._final = False
         self._done = False
@@ -454,7 +464,31 @@ class SealedReader(io.RawIOBase):
         return bool(getattr(self._fh, "seekable", lambda: False)())
 
     def tell(self) -> int:
-        return self._pos + self._bufpos
+        return self._lazy if self._lazy is not None else self._pos + self._bufpos
+
+    def _size_from_frames(self) -> int:
+        """Plaintext size by walking frame words (no decryption); complete frames only."""
+        if self._plain_size is None:
+            here = self._fh.tell()
+            try:
+                self._fh.seek(self._data_start)
+                total = 0
+                end = self._fh.seek(0, io.SEEK_END)
+                pos = self._data_start
+                while pos + 4 <= end:
+                    self._fh.seek(pos)
+                    word = _read_exact(self._fh, 4)
+                    clen = struct.unpack(">I", word)[0] & LEN_MASK
+                    if clen < ABYTES or pos + 4 + clen > end:
+                        break
+                    total += clen - ABYTES
+                    pos += 4 + clen
+                    if struct.unpack(">I", word)[0] & FINAL_FLAG:
+                        break
+                self._plain_size = total
+            finally:
+                self._fh.seek(here)
+        return self._plain_size
 
     def readinto(self, b: Any) -> int:
         data = self.read(len(b))
@@ -463,6 +497,9 @@ class SealedReader(io.RawIOBase):
         return n
 
     def read(self, size: int | None = -1) -> bytes:
+        if self._lazy is not None:
+            target, self._lazy = self._lazy, None
+            self.seek(target)
         if size is None or size < 0:
             return self.readall()
         parts: list[bytes] = []
@@ -484,6 +521,9 @@ class SealedReader(io.RawIOBase):
         return b"".join(parts)
 
     def readall(self) -> bytes:
+        if self._lazy is not None:
+            target, self._lazy = self._lazy, None
+            self.seek(target)
         parts = [self._buf[self._bufpos:]]
         self._bufpos = len(self._buf)
         while self._advance():
@@ -495,15 +535,16 @@ class SealedReader(io.RawIOBase):
         """Load the next message into _buf; False at a clean end; raise the pending error."""
         if self._done:
             if self._pending is not None:
+                if self.truncated_as_eof and isinstance(self._pending, Truncated):
+                    self.truncated = self._pending
+                    return False
                 raise self._pending
             return False
         self._pos += len(self._buf)
         self._buf, self._bufpos = b"", 0
         pt = self._next_frame()
         if pt is None:
-            if self._pending is not None:
-                raise self._pending
-            return False
+            return self._advance()
         self._buf = pt
         return True
 
@@ -520,13 +561,18 @@ class SealedReader(io.RawIOBase):
         if whence == io.SEEK_CUR:
             offset += self.tell()
         elif whence == io.SEEK_END:
-            while self._advance():
-                self._bufpos = len(self._buf)
-            offset += self.tell()
+            if not self.seekable():
+                raise io.UnsupportedOperation("underlying stream is not seekable")
+            offset += self._size_from_frames()
+            if offset < 0:
+                raise ValueError("negative seek position")
+            self._lazy = offset  # reached (and verified) on the next read
+            return offset
         elif whence != io.SEEK_SET:
             raise ValueError("bad whence")
         if offset < 0:
             raise ValueError("negative seek position")
+        self._lazy = None
         if self._pos <= offset <= self._pos + len(self._buf):
             self._bufpos = offset - self._pos
             return offset
