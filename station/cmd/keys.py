@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,12 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
         ctx.audit.append("archive-key-created", public_key=res["public_key"])
         return res
     if args.action == "storage-set":
-        lines = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()]
+        if sys.stdin.isatty():  # typed by hand: prompt without echo
+            lines = [getpass.getpass("access key id: ").strip(),
+                     getpass.getpass("secret access key: ").strip()]
+            lines = [ln for ln in lines if ln]
+        else:
+            lines = [ln.strip() for ln in sys.stdin.read().splitlines() if ln.strip()]
         if len(lines) != 2:
             raise UsageError("expected two lines on standard input: access key id, then secret "
                              f"(got {len(lines)} non-empty lines)")
