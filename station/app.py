@@ -25,8 +25,44 @@ from station.flow import FakeRecording, FlowState, HealthWatch, RecordingLike, S
 log = logs.get("session")
 
 
-def recording_factory(ctx: Context, *, fake_devices: bool = False,
-                      exclude_rects: Callable[[], list[tuple[int, int, int, int]]] | None = None
+Rects = Callable[[], list[tuple[int, int, int, int]]]
+OWN_APP = "dualrec-station"
+OWN_WINDOW_RULE = rf"^{OWN_APP}: "
+
+
+class OwnWindows:
+    """A masking window source (``recorder.masking.windows.WindowSource``) that reports the
+    station's own windows (geometry cached by the UI thread) before the platform's windows, so
+    that the rule :data:`OWN_WINDOW_RULE` masks them whole in the screen recording."""
+
+    def __init__(self, rects: Rects, inner: Any = None) -> None:
+        self.rects, self.inner = rects, inner
+
+    def windows(self) -> list[Any]:
+        from recorder.masking.lines import Box
+        from recorder.masking.windows import WindowInfo
+
+        own = [WindowInfo(OWN_APP, "agent window", Box(x, y, x + w, y + h)) for x, y, w, h in self.rects()]
+        return own + (list(self.inner.windows()) if self.inner is not None else [])
+
+
+def own_window_masker(rects: Rects) -> Callable[..., Any] | None:
+    """A masker factory for RecordingSession that also masks the station's own windows."""
+    try:
+        from recorder.masking import make_filter
+        from recorder.masking.windows import default_window_source
+    except ImportError:
+        return None
+
+    def factory(policy: Any, **kw: Any) -> Any:
+        rules = [*policy.masking.window_rules, OWN_WINDOW_RULE]
+        inner = default_window_source() if policy.masking.window_rules else None
+        return make_filter(policy.replace(masking__window_rules=rules),
+                           window_source=OwnWindows(rects, inner), **kw)
+    return factory
+
+
+def recording_factory(ctx: Context, *, fake_devices: bool = False, own_rects: Rects | None = None
                       ) -> Callable[..., RecordingLike]:
     """A factory of recording sessions for the flow: the real pipeline when it is installed."""
     try:
@@ -34,13 +70,11 @@ def recording_factory(ctx: Context, *, fake_devices: bool = False,
     except ImportError:
         log.warning("station.recording is not available: sessions record nothing")
         return FakeRecording
+    masker = own_window_masker(own_rects) if own_rects is not None else None
 
     def make(**kw: Any) -> RecordingLike:
-        session = RecordingSession(ctx, fake_devices=fake_devices, **kw)
-        if exclude_rects is not None:
-            # the recorder may mask the station's own window (see docs/design.md)
-            session.exclude_rects = exclude_rects  # type: ignore[attr-defined]
-        return session  # type: ignore[return-value]
+        return RecordingSession(ctx, fake_devices=fake_devices, masker_factory=masker,  # type: ignore[return-value]
+                                **kw)
     return make
 
 
@@ -78,7 +112,7 @@ class App:
         self.ctx = ctx
         self.own_rects: Callable[[], list[tuple[int, int, int, int]]] = list
         self.factory = factory or recording_factory(ctx, fake_devices=fake_devices,
-                                                    exclude_rects=lambda: self.own_rects())
+                                                    own_rects=lambda: self.own_rects())
         self.flow = SessionFlow(ctx.policy, self.factory, audit=ctx.audit)
         self.api: Any = None
         self.health = HealthLoop(self.flow, HealthWatch.from_policy(ctx.policy))

@@ -197,3 +197,20 @@ def test_session_started_over_the_api_shows_only_the_masked_customer(qtbot, stat
         conn.close()
     finally:
         app.close()
+
+
+def test_station_window_is_a_masked_window_for_the_screen_recording(qtbot, station_home, keyring_service):
+    from recorder.masking.windows import masked_window_boxes
+
+    from station.app import OWN_WINDOW_RULE, OwnWindows, own_window_masker
+
+    app = App(Context(data_dir=station_home), factory=FakeRecording, desktop=False, upload=False)
+    gui = make_gui(qtbot, app)
+    gui.window.move(100, 80)
+    qtbot.waitUntil(lambda: gui.window.own_rect() is not None and gui.window.own_rect()[0] >= 100)
+    x, y, w, h = gui.window.own_rect()
+    boxes = masked_window_boxes(OwnWindows(app.own_rects), [OWN_WINDOW_RULE], 1920, 1080)
+    assert [(b.x0, b.y0, b.x1, b.y1) for b in boxes] == [(x, y, x + w, y + h)]
+    assert own_window_masker(app.own_rects) is not None
+    gui.window.hide()
+    assert app.own_rects() == []
