@@ -570,6 +570,11 @@ def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = ()
         else:
             skipped.append("doctor")
 
+        if "run" in commands:
+            steps.append(_gui_step(exe, env, tmp))
+        else:
+            skipped.append("run")
+
         session_id = None
         if "record" in commands:
             s = step("record", "record", "--duration", str(record_seconds), "--fake-devices")
@@ -594,6 +599,72 @@ def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = ()
               "steps": [{"name": s.name, "seconds": s.seconds, "rc": s.returncode} for s in steps],
               "skipped": skipped, "session_id": session_id}
     return result
+
+
+def _gui_step(exe: Path, env: dict[str, str], cwd: Path, timeout_s: float = 90) -> SmokeStep:
+    """Start the agent window (Qt on the X display, fake devices, local API on a free port), wait
+    until it announces that the window is shown, then stop it with SIGTERM like a logout does."""
+    import queue
+    import threading
+
+    argv = ["run", "--json", "--devices", "fake", "--api-port", "0", "--announce", "--no-upload",
+            "--no-desktop-log"]
+    t0 = time.monotonic()
+    proc = subprocess.Popen([str(exe), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=cwd)
+    lines: queue.Queue[str | None] = queue.Queue()
+    err_chunks: list[str] = []
+    assert proc.stdout is not None and proc.stderr is not None
+
+    def pump_out() -> None:
+        assert proc.stdout is not None
+        for ln in proc.stdout:
+            lines.put(ln)
+        lines.put(None)
+
+    def pump_err() -> None:
+        assert proc.stderr is not None
+        err_chunks.append(proc.stderr.read())
+
+    threads = [threading.Thread(target=pump_out, daemon=True), threading.Thread(target=pump_err, daemon=True)]
+    for t in threads:
+        t.start()
+    announced: dict[str, object] | None = None
+    out: list[str] = []
+    deadline = time.monotonic() + timeout_s
+    while announced is None and time.monotonic() < deadline:
+        try:
+            ln = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if ln is None:
+            break
+        out.append(ln)
+        with contextlib.suppress(json.JSONDecodeError):
+            obj = json.loads(ln)
+            if isinstance(obj, dict):
+                announced = obj
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        rc = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        rc = proc.wait()
+    for t in threads:
+        t.join(timeout=5)
+    stderr = "".join(err_chunks)
+    step = SmokeStep("gui", argv, False, round(time.monotonic() - t0, 2), "".join(out), stderr, rc)
+    print(f"[smoke] gui: rc={rc} {step.seconds:.1f}s", file=sys.stderr, flush=True)
+    bad = unexpected_stderr(stderr)
+    if announced is None:
+        raise BuildError(f"smoke step 'gui': the window was not announced within {timeout_s:.0f} s "
+                         f"(rc={rc})\n--- stderr ---\n{stderr[-4000:]}")
+    if rc != 0 or bad:
+        why = f"exit code {rc} after SIGTERM" if rc != 0 else "unexpected stderr lines:\n  " + "\n  ".join(bad[:20])
+        raise BuildError(f"smoke step 'gui' failed: {why}\n--- stderr ---\n{stderr[-4000:]}")
+    step.ok = True
+    return step
 
 
 def _find_session_id(stdout: str, home: Path) -> str | None:
