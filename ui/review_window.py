@@ -34,7 +34,6 @@ from ui.qt import (
     QLabel,
     QLineEdit,
     QMainWindow,
-    QMessageBox,
     QModelIndex,
     QPushButton,
     QSplitter,
@@ -472,8 +471,7 @@ class ReviewWindow(QMainWindow):
             return
         reason = self.ask_reason(f"Reason to export session {rs.session_id} (required)")
         if not reason or not reason.strip():
-            QMessageBox.warning(self, "Export", "An export needs a reason; nothing was exported.") \
-                if self.isVisible() else None
+            self.statusBar().showMessage("export refused: an export needs a reason; nothing was exported")
             self.open_failed.emit("export refused: a reason is required")
             return
         out = self.ask_export_dir()

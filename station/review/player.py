@@ -421,3 +421,141 @@ class Player:
             seg.close()
         self._cache.clear()
         self._cursor.clear()
+
+
+class PlaybackClock:
+    """The playback position, driven by the audio device when there is one.
+
+    The UI thread calls :meth:`pump` every tick: it keeps about ``lead_s`` of audio queued for the
+    output callback (taken from the player at the current speed, resampled to the device rate,
+    so 2x plays twice as much session time per second). The position is the session time of
+    the sample the device is playing now, so video follows what is heard. Without an audio
+    device (or ``audio=False``) the position follows the monotonic clock.
+    """
+
+    def __init__(self, player: Player, audio: bool = True, device: Any = None, lead_s: float = 0.25,
+                 block: int = 960) -> None:
+        self.player = player
+        self.rate_hz = player.audio_rate_hz
+        self.lead_s = lead_s
+        self.block = block
+        self.speed = 1.0
+        self.playing = False
+        self._anchor_s = 0.0          # session time at the anchor
+        self._anchor_mono = time.monotonic()
+        self._fed_s = 0.0             # session time up to which audio has been queued
+        self._queue: list[np.ndarray] = []
+        self._qlock = threading.Lock()
+        self._played = 0              # device frames played since the anchor
+        self._queued = 0              # device frames queued since the anchor
+        self._stream: Any = None
+        self.audio_error: str | None = None
+        if audio:
+            try:
+                import sounddevice as sd
+
+                self._stream = sd.OutputStream(samplerate=self.rate_hz, channels=1, dtype="float32",
+                                               blocksize=block, device=device, callback=self._callback)
+            except Exception as exc:  # no PortAudio device: video runs on the wall clock
+                self.audio_error = str(exc)
+                log.warning("no audio output (%s); playing video on the wall clock", exc)
+
+    @property
+    def has_audio(self) -> bool:
+        return self._stream is not None
+
+    def _callback(self, out: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
+        filled = 0
+        with self._qlock:
+            while filled < frames and self._queue:
+                head = self._queue[0]
+                take = min(frames - filled, head.size)
+                out[filled:filled + take, 0] = head[:take]
+                filled += take
+                if take == head.size:
+                    self._queue.pop(0)
+                else:
+                    self._queue[0] = head[take:]
+            self._played += filled
+        if filled < frames:
+            out[filled:, 0] = 0.0
+
+    def position_s(self) -> float:
+        if not self.playing:
+            return self._anchor_s
+        if self._stream is not None:
+            with self._qlock:
+                played = self._played
+            return self._anchor_s + played / self.rate_hz * self.speed
+        return self._anchor_s + (time.monotonic() - self._anchor_mono) * self.speed
+
+    def seek(self, t_s: float) -> None:
+        self._reanchor(max(0.0, min(t_s, self.player.duration_s)))
+
+    def set_speed(self, speed: float) -> None:
+        if not 0.5 <= speed <= 2.0:
+            raise ValueError("speed must be from 0.5 to 2")
+        pos = self.position_s()
+        self.speed = speed
+        self._reanchor(pos)
+
+    def _reanchor(self, t_s: float) -> None:
+        with self._qlock:
+            self._queue.clear()
+            self._played = 0
+        self._queued = 0
+        self._anchor_s = t_s
+        self._anchor_mono = time.monotonic()
+        self._fed_s = t_s
+
+    def play(self) -> None:
+        if self.playing:
+            return
+        self._reanchor(self._anchor_s)
+        self.playing = True
+        if self._stream is not None:
+            try:
+                self._stream.start()
+            except Exception as exc:
+                self.audio_error = str(exc)
+                self._stream = None
+                log.warning("audio output failed to start (%s); wall clock", exc)
+        self.pump()
+
+    def pause(self) -> None:
+        if not self.playing:
+            return
+        pos = self.position_s()
+        self.playing = False
+        if self._stream is not None:
+            self._stream.stop()
+        self._reanchor(pos)
+
+    def pump(self) -> None:
+        """Queue audio up to ``lead_s`` ahead of the device (call from the UI thread)."""
+        if not self.playing or self._stream is None:
+            return
+        while (self._queued - self._played) / self.rate_hz < self.lead_s:
+            n_out = self.block
+            span = n_out / self.rate_hz * self.speed
+            src = self.player.audio(self._fed_s, self._fed_s + span)
+            if self.speed != 1.0 and src.size:
+                src = np.interp(np.linspace(0, src.size - 1, n_out), np.arange(src.size), src).astype(np.float32)
+            if src.size != n_out:
+                src = np.resize(src, n_out) if src.size else np.zeros(n_out, np.float32)
+            with self._qlock:
+                self._queue.append(src)
+            self._queued += n_out
+            self._fed_s += span
+            if self._fed_s >= self.player.duration_s:
+                break
+
+    def close(self) -> None:
+        self.playing = False
+        if self._stream is not None:
+            try:
+                self._stream.stop()
+                self._stream.close()
+            except Exception:  # closing a dead stream
+                pass
+            self._stream = None

@@ -299,26 +299,27 @@ class ReviewSession:
         return [i for i in self.timeline() if i.kind == "marker"]
 
     # --- QC ------------------------------------------------------------------------------------
-    def recipients(self) -> list[bytes]:
-        """Public keys of the session's recipients: the reviewer's identities that open it.
+    def recipients(self, candidates: Iterable[Any] = ()) -> list[bytes]:
+        """Public keys of the session's recipients that this reviewer knows.
 
-        Headers carry only fingerprints; QC is sealed for every identity of this reviewer that is
-        a recipient of the first media segment, plus the policy recipients the caller passes."""
-        out = []
+        Sealed headers name recipients by fingerprint only; the keys are found among
+        ``candidates`` (the policy's ``crypto.recipients``) and the reviewer's own identities."""
+        from station.crypto.sealed import _as_public, recipient_fingerprint
+
+        pubs = [bytes(i.public_key) for i in self.identities]
+        for c in candidates:
+            try:
+                pubs.append(_as_public(c))
+            except (TypeError, ValueError):
+                continue
         for seq in sorted(self.manifests()):
             try:
                 with self.open_sealed(seq, "media") as r:
                     fps = {e["fp"] for e in r.header["recipients"]}
             except SealError:
                 continue
-            from station.crypto.sealed import recipient_fingerprint
-
-            for ident in self.identities:
-                pub = bytes(ident.public_key)
-                if recipient_fingerprint(pub) in fps:
-                    out.append(pub)
-            break
-        return out
+            return list(dict.fromkeys(p for p in pubs if recipient_fingerprint(p) in fps))
+        return []
 
     # --- export --------------------------------------------------------------------------------
     def export(self, out_dir: Path, reason: str | None, ctx: Any = None,

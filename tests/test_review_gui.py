@@ -1,0 +1,136 @@
+"""Review window (pytest-qt, real Xvfb, real LocalFolderStore, real sealed sessions)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nacl.public
+import nacl.signing
+import pytest
+
+from station.crypto.keys import station_text
+from station.logs import AuditLog
+from station.review import qc as qcmod
+from station.review.audit import ReviewAudit
+from station.review.catalog import Catalog
+from tests import reviewkit as kit
+from uploader.stores import LocalFolderStore
+
+pytestmark = pytest.mark.gui
+
+
+@pytest.fixture
+def window(qtbot, display: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    from ui.review_window import ReviewSetup, ReviewWindow
+
+    ident, sk = nacl.public.PrivateKey.generate(), nacl.signing.SigningKey.generate()
+    store = LocalFolderStore(tmp_path / "store")
+    good = kit.make_session(tmp_path / "spool", [bytes(ident.public_key)], sk, segments=3, seg_s=3.0,
+                            agent="alice")
+    bad = kit.make_session(tmp_path / "spool", [bytes(ident.public_key)], sk, segments=3, seg_s=3.0,
+                           agent="mallory", camera="black", steps=kit.STEPS[:3])
+    kit.upload(good, store)
+    bad_folder = kit.upload(bad, store)
+    media = store.root / bad_folder / "seg-000002.media.drseg"
+    data = bytearray(media.read_bytes())
+    data[-100] ^= 0x40
+    os.chmod(media, 0o600)
+    media.write_bytes(bytes(data))
+    audit = ReviewAudit(store, "", AuditLog(tmp_path / "audit.log"), "carol@review")
+    setup = ReviewSetup(store=store, catalog=Catalog.for_store(store, tmp_path / "data"), identities=[ident],
+                        trusted=[station_text(sk.verify_key)], audit=audit,
+                        thresholds=qcmod.Thresholds(required_steps=tuple(kit.STEPS)), tmp_dir=tmp_path / "tmp")
+    w = ReviewWindow(setup, audio=False)
+    w.resize(1280, 900)
+    qtbot.addWidget(w)
+    w.show()
+    w.good, w.bad, w.audit_ = good.name, bad.name, audit
+    with qtbot.waitSignal(w.refreshed, timeout=20000):
+        w.refresh()
+    return w
+
+
+def _open(qtbot, w, sid: str):  # type: ignore[no-untyped-def]
+    row = w.setup.catalog.get(sid)
+    with qtbot.waitSignal(w.opened, timeout=20000) as blocker:
+        w.open_session(row, reason="quality review")
+    return blocker.args[0]
+
+
+def test_catalog_lists_the_stored_sessions_and_qc_flags_the_bad_one(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    assert sorted(r.session_id for r in w.model.rows) == sorted([w.good, w.bad])
+    qtbot.waitUntil(lambda: all(r.qc_state != "none" for r in w.model.rows), timeout=30000)
+    flags = {r.agent: r.qc_flags for r in w.model.rows}
+    assert flags["alice"] == []
+    assert {qcmod.CAMERA_COVERED, qcmod.MISSING_STEP, qcmod.NOT_INTACT} <= set(flags["mallory"])
+    w.filters.flag.setCurrentIndex(w.filters.flag.findData(qcmod.CAMERA_COVERED))
+    assert [r.agent for r in w.model.rows] == ["mallory"]
+    assert w.model.data(w.model.index(0, 7), 0).startswith("camera-covered") or "camera-covered" in \
+        w.model.data(w.model.index(0, 7), 0)
+
+
+def test_opening_an_intact_session_shows_intact_and_marker_click_seeks_within_a_second(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    report = _open(qtbot, w, w.good)
+    assert report["intact"]
+    assert "INTACT" in w.verdict.banner.text() and "NOT" not in w.verdict.banner.text()
+    assert [r[1] for r in w.verdict.segment_rows()] == ["ok", "ok", "ok"]
+    assert w.player.isEnabled() and w.player.screen.pixmap() is not None
+    tl = w.player.timeline
+    markers = [i for i in tl.items if i.kind == "marker"]
+    assert len(markers) == 5
+    target = markers[3]
+    from PySide6.QtCore import QPoint
+
+    qtbot.mouseClick(tl, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.MouseButton.LeftButton,
+                     pos=QPoint(int(tl.x_of(target.start_s)) + 2, tl.height() // 2))
+    assert abs(w.player.position_s() - target.start_s) < 1e-6        # snapped onto the marker
+    frame = w.player.player.frame_at("screen", w.player.position_s())
+    assert abs(kit.read_counter(frame.rgb()) / 10 - target.start_s) <= 1.0
+    assert [r["action"] for r in w.audit_.records(w.good)] == ["open", "play"]
+
+
+def test_tampered_session_names_the_altered_segment_and_refuses_to_play_it(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    report = _open(qtbot, w, w.bad)
+    assert not report["intact"]
+    assert "NOT INTACT" in w.verdict.banner.text() and "Segment(s) 2 refused" in w.verdict.banner.text()
+    rows = w.verdict.segment_rows()
+    assert [r[1] for r in rows[:3]] == ["ok", "altered", "ok"]
+    w.player.seek(4.5)
+    assert w.player.screen.pixmap() is None or w.player.screen.pixmap().isNull()
+    assert "segment 2 failed verification" in w.player.screen.text()
+    w.player.seek(7.0)
+    assert w.player.screen.pixmap() is not None and not w.player.screen.pixmap().isNull()
+    assert w.setup.catalog.get(w.bad).verdict.startswith("not-intact")
+
+
+def test_export_without_a_reason_is_refused_and_with_one_is_audited(qtbot, window, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    _open(qtbot, w, w.good)
+    w.ask_reason = lambda prompt: None
+    w.ask_export_dir = lambda: tmp_path / "handover"
+    with qtbot.waitSignal(w.open_failed, timeout=5000) as refused:
+        w.player.export_button.click()
+    assert "reason" in refused.args[0] and not (tmp_path / "handover").exists()
+    w.ask_reason = lambda prompt: "regulator request 12"
+    with qtbot.waitSignal(w.exported, timeout=20000):
+        w.player.export_button.click()
+    assert (tmp_path / "handover" / "seg-000001.mkv").exists()
+    recs = w.audit_.records(w.good)
+    assert [(r["action"], r["reason"]) for r in recs][-1] == ("export", "regulator request 12")
+
+
+def test_play_pause_and_speed_move_the_position(qtbot, window) -> None:  # type: ignore[no-untyped-def]
+    w = window
+    _open(qtbot, w, w.good)
+    w.player.set_speed(2.0)
+    w.player.play()
+    qtbot.waitUntil(lambda: w.player.position_s() > 1.0, timeout=5000)
+    w.player.pause()
+    at = w.player.position_s()
+    qtbot.wait(200)
+    assert w.player.position_s() == at
+    assert w.player.camera.pixmap() is not None and not w.player.camera.pixmap().isNull()
