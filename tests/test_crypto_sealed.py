@@ -288,3 +288,38 @@ def test_playback_of_a_cut_matroska_ends_cleanly_and_keeps_the_truncation(tmp_pa
         assert isinstance(rd.truncated, Truncated)
     with pytest.raises(Truncated), SealedReader(cut, [ID]) as rd:  # the default still raises
         rd.read()
+
+
+_MODEL = os.urandom(7000)
+
+
+def _model_file() -> Path:
+    d = Path(tempfile.mkdtemp(prefix="sealmodel"))
+    p = d / "m.drseg"
+    seal(p, [_MODEL[i:i + 900] for i in range(0, 7000, 900)])
+    return p
+
+
+_MODEL_FILE = _model_file()
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(st.one_of(
+    st.tuples(st.just("read"), st.integers(-1, 3000)),
+    st.tuples(st.just("seek"), st.integers(0, 7500)),
+    st.tuples(st.just("end"), st.integers(-7000, 0)),
+    st.tuples(st.just("cur"), st.integers(-500, 500))), max_size=12))
+def test_reader_behaves_like_a_plain_file_under_any_reads_and_seeks(
+        ops: list[tuple[str, int]]) -> None:
+    model = io.BytesIO(_MODEL)
+    with SealedReader(_MODEL_FILE, [ID]) as rd:
+        for op, arg in ops:
+            if op == "read":
+                assert rd.read(arg) == model.read(arg)
+            elif op == "seek":
+                assert rd.seek(arg) == model.seek(arg)
+            elif op == "end":
+                assert rd.seek(arg, io.SEEK_END) == model.seek(arg, io.SEEK_END)
+            elif model.tell() + arg >= 0:
+                assert rd.seek(arg, io.SEEK_CUR) == model.seek(arg, io.SEEK_CUR)
+            assert rd.tell() == model.tell()

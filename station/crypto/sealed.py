@@ -597,8 +597,12 @@ class SealedReader(io.RawIOBase):
         while offset > self._pos + len(self._buf):
             if not self._advance():
                 break
-        self._bufpos = min(offset - self._pos, len(self._buf))
-        return self.tell()
+        if offset > self._pos + len(self._buf):  # past the end, as files allow; reads give b""
+            self._bufpos = len(self._buf)
+            self._lazy = offset
+            return offset
+        self._bufpos = offset - self._pos
+        return offset
 
     def close(self) -> None:
         if not self.closed and self._owns:
