@@ -219,6 +219,8 @@ class Uploader:
                     self.journal.transition(e.key, COMPLETED, QUEUED, upload_id=None, parts={})
                     raise
                 e = self.journal.transition(e.key, COMPLETED, VERIFIED, last_error=None)
+                if (e.part_size or 0) > 0 and hasattr(self.store, "abort_orphans"):
+                    self.store.abort_orphans(e.key)
                 self._bump("verified")
                 self._emit({"event": "verified", "key": e.key})
             return Outcome(e.key, e.state, bytes_sent=sent)

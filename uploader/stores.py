@@ -686,14 +686,18 @@ class S3Store(Store):
         if checkpoint is not None:
             checkpoint.part_done(n, md5)
 
-    def abort_stale_uploads(self, prefix: str, keep: set[str]) -> int:
-        """Abort multipart uploads under ``prefix`` whose id is not in ``keep`` (maintenance)."""
+    def abort_orphans(self, key: str) -> int:
+        """Abort leftover multipart uploads of ``key`` once the object itself is verified (uploads
+        whose creation answer was lost on the network). Never called on failure."""
         n = 0
-        r = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix)
-        for u in r.get("Uploads", []):
-            if u["UploadId"] not in keep:
-                self.client.abort_multipart_upload(Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"])
-                n += 1
+        try:
+            r = self.client.list_multipart_uploads(Bucket=self.bucket, Prefix=key)
+            for u in r.get("Uploads", []):
+                if u["Key"] == key:
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=u["UploadId"])
+                    n += 1
+        except Exception as exc:  # noqa: BLE001 - housekeeping only
+            log.info("could not list or abort leftover uploads of %s: %s", key, exc)
         return n
 
 
