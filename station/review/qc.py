@@ -245,29 +245,34 @@ class AudioQc:
 
 # --- operation log: script steps and consent --------------------------------------------------
 
+STEP_KINDS = ("script_step", "step", "script-step", "script.step")
+CONSENT_KINDS = ("consent", "consent_given", "consent-given", "consent.given")
+REFUSALS = (False, "no", "refused", "declined")
+
+
 def event_kind(event: Mapping[str, Any]) -> str:
-    return str(event.get("kind") or event.get("type") or event.get("event") or "")
+    """The event's kind; a recorder marker (``kind: marker, marker: script_step``) counts as its
+    marker kind."""
+    kind = str(event.get("kind") or event.get("type") or event.get("event") or "")
+    if kind == "marker" and event.get("marker"):
+        return str(event["marker"])
+    return kind
 
 
 def step_name(event: Mapping[str, Any]) -> str | None:
     """The script step an operation-log event marks, if any."""
-    kind = event_kind(event)
-    if kind in ("script_step", "step", "script-step", "script.step"):
+    if event_kind(event) in STEP_KINDS:
         name = event.get("step") or event.get("label") or event.get("name") or event.get("id")
-        return str(name) if name else None
-    if kind == "marker" and (event.get("step") or event.get("category") == "step"):
-        name = event.get("step") or event.get("name")
         return str(name) if name else None
     return None
 
 
 def is_consent(event: Mapping[str, Any]) -> bool:
     """An event recording the customer's consent (given, not refused)."""
-    kind = event_kind(event)
-    if kind not in ("consent", "consent_given", "consent-given", "consent.given"):
-        return kind == "marker" and event.get("name") == "consent"
+    if event_kind(event) not in CONSENT_KINDS:
+        return False
     answer = event.get("label", event.get("accepted", event.get("granted", event.get("given", True))))
-    return answer not in (False, "no", "refused", "declined")
+    return answer not in REFUSALS
 
 
 def check_steps(step_events: Sequence[str], required: Sequence[str]) -> dict[str, Any]:

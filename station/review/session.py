@@ -273,9 +273,9 @@ class ReviewSession:
             at = float(ev.get("t_ms", 0) or 0) / 1000
             kind = qcmod.event_kind(ev)
             step = qcmod.step_name(ev)
-            if step or kind == "consent" or kind == "marker":
-                label = f"step: {step}" if step else (f"consent: {ev.get('label', '')}" if kind == "consent"
-                                                        else f"marker: {ev.get('label', '')}")
+            if step or kind in qcmod.CONSENT_KINDS or ev.get("kind") == "marker":
+                label = (f"step: {step}" if step else f"consent: {ev.get('label', '')}"
+                         if kind in qcmod.CONSENT_KINDS else f"{kind}: {ev.get('label', '')}")
                 items.append(TimelineItem("marker", at, at, label, ev))
             else:
                 items.append(TimelineItem("event", at, at, kind, ev))
