@@ -173,3 +173,42 @@ def test_recovery_closes_complete_files_as_ok_and_files_cut_in_the_header_as_tru
     assert res["end_reason"] == "crash-recovered"
     with SealedReader(d / "seg-000001.media.drseg", [ID]) as rd:
         assert rd.read() == b"complete"
+
+
+FILLER = textwrap.dedent("""
+    import resource, signal, sys, nacl.signing
+    from station.crypto.session import SessionSealer
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (20000, 20000))  # the disk "fills" at 20 kB
+    sk = nacl.signing.SigningKey(bytes.fromhex(sys.argv[3]))
+    s = SessionSealer(sys.argv[1], sys.argv[2], "st-full", [sys.argv[4]], sk)
+    w = s.open_segment(1, "media")
+    i = 0
+    try:
+        while True:
+            w.write(b"%04d" % i + b"d" * 996); w.flush(); i += 1
+    except OSError as exc:
+        print("failed", exc.errno, i, flush=True)
+    man = s.close_segment(1, {})
+    s.finish("disk-full", {})
+    print(man["truncated"]["media"]["at_message"], flush=True)
+""")
+
+
+def test_a_full_disk_keeps_every_whole_message_and_the_manifest_says_where_it_stopped(
+        tmp_path: Path) -> None:
+    import errno  # noqa: PLC0415
+
+    sk = nacl.signing.SigningKey.generate()
+    d = tmp_path / SID
+    out = subprocess.run([sys.executable, "-c", FILLER, str(d), SID, bytes(sk).hex(), RCPT],
+                         capture_output=True, text=True, check=True).stdout.split("\n")
+    tag, err, written = out[0].split()
+    assert tag == "failed" and int(err) == errno.EFBIG
+    got = []
+    with pytest.raises(Truncated) as exc, SealedReader(d / "seg-000001.media.drseg", [ID]) as rd:
+        got.extend(rd.messages())
+    assert got == [b"%04d" % i + b"d" * 996 for i in range(int(written))]
+    assert int(out[1]) == exc.value.messages == int(written) + 1
+    res = verify_session(DirSource(d), [station_text(sk.verify_key)])
+    assert res["categories"] == ["truncated"] and res["end_reason"] == "disk-full"

@@ -26,6 +26,7 @@ after its tag verified.
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import io
 import json
@@ -87,6 +88,10 @@ class Altered(SealError):
 
 
 BadTag = Altered
+
+
+class WriterFailed(SealError, OSError):
+    """{}: an earlier write failed ({}); the file ends at its last complete message"""
 
 
 class Truncated(SealError, EOFError):
@@ -189,6 +194,7 @@ class SealedWriter:
         self.bytes_written = 0
         self.sha256: str | None = None
         self.closed = False
+        self.failed: OSError | None = None
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._fh: BinaryIO = os.fdopen(fd, "wb", buffering=0)
         try:
@@ -200,9 +206,22 @@ class SealedWriter:
             raise
 
     def _emit(self, data: bytes) -> None:
-        self._fh.write(data)
-        self._hash.update(data)
-        self.bytes_written += len(data)
+        """Write all of data (looping over short writes); after an OSError the writer is failed."""
+        if self.failed is not None:
+            raise WriterFailed(self.path, self.failed)
+        mv = memoryview(data)
+        off = 0
+        try:
+            while off < len(mv):
+                n = self._fh.write(mv[off:])
+                if not n:
+                    raise OSError(errno.EIO, "short write", str(self.path))
+                self._hash.update(mv[off: off + n])
+                self.bytes_written += n
+                off += n
+        except OSError as exc:
+            self.failed = exc
+            raise
 
     def _push(self, plaintext: bytes, ad: bytes | None, final: bool) -> None:
         word = _frame_word(len(plaintext) + ABYTES, final)
@@ -216,6 +235,8 @@ class SealedWriter:
         with self._lock:
             if self.closed:
                 raise ValueError("write to a closed SealedWriter")
+            if self.failed is not None:
+                raise WriterFailed(self.path, self.failed)
             mv = memoryview(data).cast("B")
             off, n = 0, len(mv)
             if self._buf:
@@ -246,9 +267,10 @@ class SealedWriter:
             if self.closed:
                 return
             try:
-                self._push(bytes(self._buf), None, final=True)
-                self._buf.clear()
-                os.fsync(self._fh.fileno())
+                if self.failed is None:  # a failed writer is closed without FINAL: truncated
+                    self._push(bytes(self._buf), None, final=True)
+                    self._buf.clear()
+                    os.fsync(self._fh.fileno())
             finally:
                 self._fh.close()
                 self.closed = True

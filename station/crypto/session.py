@@ -134,14 +134,18 @@ class SessionSealer:
             raise SealError(f"segments close in order: expected {self.last_seq + 1}, got {seq}")
         writers = self._open.pop(seq, {})
         files: dict[str, Any] = {}
+        truncated: dict[str, Any] = {}
         for kind, w in sorted(writers.items()):
             w.close()
             files[kind] = {"name": w.path.name, "sha256": w.sha256, "size": w.bytes_written,
-                           "messages": w.messages, "final": True}
+                           "messages": w.messages, "final": w.failed is None}
+            if w.failed is not None:  # e.g. disk full: the file ends at its last whole message
+                truncated[kind] = {"at_message": w.messages, "note": f"truncated at message "
+                                   f"{w.messages} (write failed: {w.failed.strerror or w.failed})"}
         started_utc, started_ns = self._times.pop(seq, (utc_now_iso(), time.monotonic_ns()))
         return self._append(seq, files, started_utc=started_utc, started_ns=started_ns,
                             ended_utc=utc_now_iso(), ended_ns=time.monotonic_ns(),
-                            stats=dict(stats or {}), truncated=None)
+                            stats=dict(stats or {}), truncated=truncated or None)
 
     def _append(self, seq: int, files: dict[str, Any], *, started_utc: str,
                 started_ns: int | None, ended_utc: str, ended_ns: int | None,
