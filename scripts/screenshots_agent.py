@@ -113,13 +113,13 @@ def shoot(out: Path) -> int:
     flow = app.flow
     snap("idle")
     flow.start(customer=customer, business_ref="CRM-2026-4711", source="api")
-    flow._now = lambda: real_now() + 12 * 1_000_000_000  # noqa: SLF001 - a few seconds in
+    flow._now = lambda: real_now() + 12 * 1_000_000_000
     health(True, -18)
     snap("consent")
     flow.agree()
     flow.tick(flow.steps[0])
     flow.tick(flow.steps[1])
-    flow._now = lambda: real_now() + 754 * 1_000_000_000  # noqa: SLF001 - 12 minutes in
+    flow._now = lambda: real_now() + 754 * 1_000_000_000
     health(True, -22)
     snap("recording")
     health(False, -75)

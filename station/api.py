@@ -37,7 +37,6 @@ import hmac
 import json
 import re
 import threading
-from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -108,7 +107,7 @@ class LocalApi:
             def do_DELETE(self) -> None:
                 api._handle(self, "DELETE")
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s %s", self.address_string(), format % args)
 
         self.server = ThreadingHTTPServer((host, port), Handler)
@@ -164,7 +163,7 @@ class LocalApi:
             status, result = 400, {"error": str(exc)}
         except StationError as exc:
             status, result = int(getattr(exc, "http_status", 500)), {"error": str(exc)}
-        except Exception as exc:  # noqa: BLE001 - a bug must still answer, not hang the client
+        except Exception as exc:
             log.exception("local API %s %s failed", method, path[:100])
             status, result = 500, {"error": f"internal error: {type(exc).__name__}"}
         self._send(req, status, result)
@@ -257,13 +256,13 @@ class LocalApi:
             agreed = body.get("agreed")
             if not isinstance(agreed, bool):
                 raise BadRequest("'agreed' must be true or false")
-            flow._check_id(s)  # noqa: SLF001
+            flow._check_id(s)
             if agreed:
                 flow.agree()
             else:
                 flow.refuse()
         elif route == "step":
-            flow._check_id(s)  # noqa: SLF001
+            flow._check_id(s)
             flow.tick(_str(body, "step", 64, required=True))
         elif route == "marker":
             fields = body.get("fields") or {}

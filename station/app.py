@@ -73,7 +73,7 @@ def recording_factory(ctx: Context, *, fake_devices: bool = False, own_rects: Re
     masker = own_window_masker(own_rects) if own_rects is not None else None
 
     def make(**kw: Any) -> RecordingLike:
-        return RecordingSession(ctx, fake_devices=fake_devices, masker_factory=masker,  # type: ignore[return-value]
+        return RecordingSession(ctx, fake_devices=fake_devices, masker_factory=masker,
                                 **kw)
     return make
 
@@ -94,7 +94,7 @@ class HealthLoop:
         while not self._stop.wait(self.period_s):
             try:
                 self.flow.check_health(self.watch)
-            except Exception:  # noqa: BLE001 - warnings are best effort; the loop survives
+            except Exception:
                 log.exception("health check failed")
 
     def close(self) -> None:
@@ -169,7 +169,7 @@ class App:
             self.uploader = Uploader.from_context(
                 self.ctx, call_active=lambda: self.flow.state in (FlowState.CONSENT, FlowState.RECORDING,
                                                                   FlowState.PAUSED))
-        except Exception as exc:  # noqa: BLE001 - recording works without upload; say why
+        except Exception as exc:
             log.warning("background upload not started: %s", exc)
             return
         self._upload_thread = threading.Thread(target=self.uploader.run_forever, args=(self._upload_stop,),
@@ -192,7 +192,7 @@ class App:
         if self.flow.state in (FlowState.CONSENT, FlowState.RECORDING, FlowState.PAUSED):
             try:
                 self.flow.stop()
-            except Exception:  # noqa: BLE001 - closing must go on
+            except Exception:
                 log.exception("stopping the session at exit failed")
         self.health.close()
         if self.desktop is not None:

@@ -55,7 +55,7 @@ class Tracker:
     def _send(self, kind: str, **fields: Any) -> None:
         try:
             self.emit(kind, **fields)
-        except Exception:  # noqa: BLE001 - the log must never stop the watcher
+        except Exception:
             log.exception("desktop event %s could not be written", kind)
 
     def _flush_keys(self) -> None:
@@ -138,7 +138,7 @@ class DesktopWatcher(abc.ABC):
         def run() -> None:
             try:
                 target()
-            except Exception:  # noqa: BLE001 - log it; the station keeps recording without it
+            except Exception:
                 log.exception("desktop watcher thread %s died", name)
         t = threading.Thread(target=run, name=name, daemon=True)
         t.start()
@@ -196,21 +196,21 @@ class X11Watcher(DesktopWatcher):
             try:
                 self.d.record_disable_context(self._rec_ctx)
                 self.d.flush()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("record_disable_context failed", exc_info=True)
         for t in self._threads:
             t.join(3)
         for d in (self.d, self.d_rec):
             try:
                 d.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 log.debug("closing the X connection failed", exc_info=True)
 
     # focus -------------------------------------------------------------------------------------
     def _prop(self, win: Any, atom: str, type_: int) -> Any:
         try:
             p = win.get_full_property(self.A[atom], type_)
-        except Exception:  # noqa: BLE001 - the window may be gone already
+        except Exception:
             return None
         return None if p is None else p.value
 
@@ -220,7 +220,7 @@ class X11Watcher(DesktopWatcher):
         for _ in range(20):
             try:
                 tree = win.query_tree()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 return None
             if tree.parent is None or tree.parent.id in (root_id, 0):
                 return win
@@ -237,7 +237,7 @@ class X11Watcher(DesktopWatcher):
             for child in win.query_tree().children:
                 if self._prop(child, "WM_STATE", X.AnyPropertyType) is not None:
                     return child
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         return win
 
@@ -266,7 +266,7 @@ class X11Watcher(DesktopWatcher):
             cls = win.get_wm_class()
             if cls:
                 app = cls[1] or cls[0]
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         if not app:
             pid = self._prop(win, "_NET_WM_PID", X.AnyPropertyType)
@@ -311,11 +311,11 @@ class X11Watcher(DesktopWatcher):
                         if self._watched is None or self._watched.id != win.id:
                             try:
                                 win.change_attributes(event_mask=X.PropertyChangeMask)  # title changes
-                            except Exception:  # noqa: BLE001
+                            except Exception:
                                 pass
                             self._watched = win
                         self.tracker.focus(*self.describe(win))
-            except Exception:  # noqa: BLE001 - a window vanishing mid-query is normal
+            except Exception:
                 log.debug("focus query failed", exc_info=True)
                 dirty = True
             self.tracker.tick()
@@ -356,7 +356,7 @@ class X11Watcher(DesktopWatcher):
         finally:
             try:
                 self.d_rec.record_free_context(self._rec_ctx)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
 
 
@@ -367,7 +367,8 @@ class WinApi(Protocol):
     def foreground(self) -> int: ...
     def window_title(self, hwnd: int) -> str: ...
     def process_name(self, hwnd: int) -> str: ...
-    def install_hooks(self, on_click: Callable[[int, int, int], None], on_key: Callable[[], None]) -> None: ...
+    def install_hooks(self, on_click: Callable[[int, int, int], None],
+                      on_key: Callable[[], None]) -> None: ...
     def pump(self, timeout_s: float) -> None: ...
     def remove_hooks(self) -> None: ...
 
@@ -415,10 +416,10 @@ class Win32Api:  # pragma: no cover - runs on Windows only
         import ctypes
         from ctypes import wintypes
 
-        self.ct, self.wt = ctypes, wintypes
-        self.user32 = ctypes.WinDLL("user32", use_last_error=True)
-        self.kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
-        self.psapi = ctypes.WinDLL("psapi", use_last_error=True)
+        self.ct: Any = ctypes
+        self.wt: Any = wintypes
+        self.user32: Any = ctypes.WinDLL("user32", use_last_error=True)
+        self.kernel32: Any = ctypes.WinDLL("kernel32", use_last_error=True)
         self._hooks: list[Any] = []
         self._procs: list[Any] = []
 
@@ -429,7 +430,7 @@ class Win32Api:  # pragma: no cover - runs on Windows only
         n = self.user32.GetWindowTextLengthW(hwnd)
         buf = self.ct.create_unicode_buffer(n + 1)
         self.user32.GetWindowTextW(hwnd, buf, n + 1)
-        return buf.value
+        return str(buf.value)
 
     def process_name(self, hwnd: int) -> str:
         pid = self.wt.DWORD()
@@ -441,7 +442,7 @@ class Win32Api:  # pragma: no cover - runs on Windows only
             buf = self.ct.create_unicode_buffer(260)
             size = self.wt.DWORD(260)
             if self.kernel32.QueryFullProcessImageNameW(handle, 0, buf, self.ct.byref(size)):
-                return os.path.basename(buf.value)
+                return os.path.basename(str(buf.value))
             return ""
         finally:
             self.kernel32.CloseHandle(handle)
@@ -449,7 +450,7 @@ class Win32Api:  # pragma: no cover - runs on Windows only
     def install_hooks(self, on_click: Callable[[int, int, int], None], on_key: Callable[[], None]) -> None:
         ct, wt = self.ct, self.wt
 
-        class MSLLHOOKSTRUCT(ct.Structure):
+        class MSLLHOOKSTRUCT(ct.Structure):  # type: ignore[misc,name-defined]
             _fields_ = [("pt", wt.POINT), ("mouseData", wt.DWORD), ("flags", wt.DWORD),
                         ("time", wt.DWORD), ("dwExtraInfo", ct.c_void_p)]
 

@@ -356,7 +356,7 @@ class SessionFlow:
                 stop_code = code
             try:
                 self.last_summary = self.cur.session.stop(stop_code)  # type: ignore[arg-type]
-            except Exception:  # noqa: BLE001 - it is already stopping by itself
+            except Exception:
                 log.debug("stop after an unexpected end raised", exc_info=True)
             self._finish(stop_code, err)
         log.warning("session %s stopped unexpectedly: %s %s", sid, code, err)
@@ -375,7 +375,7 @@ class SessionFlow:
             session = c.session
         try:
             health = session.health() or {}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             health = {"errors": [str(exc)]}
         changes = watch.update(health if isinstance(health, dict) else vars(health), self._now())
         with self._lock:
@@ -426,7 +426,7 @@ class HealthWatch:
         import cv2
 
         if self._cascade is None:
-            self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades
+            self._cascade = cv2.CascadeClassifier(cv2.data.haarcascades  # type: ignore[attr-defined]
                                                   + "haarcascade_frontalface_default.xml")
         gray = cv2.cvtColor(thumb, cv2.COLOR_BGR2GRAY) if thumb.ndim == 3 else thumb
         if gray.shape[1] > 320:
@@ -445,7 +445,7 @@ class HealthWatch:
         raw: dict[str, bool] = {}
         thumb = health.get("camera_thumbnail", health.get("camera_thumb"))
         summary: dict[str, Any] = {}
-        if thumb is not None and getattr(thumb, "size", 0):
+        if thumb is not None and int(getattr(thumb, "size", 0)):
             mean, std = float(thumb.mean()), float(thumb.std())
             black = mean < self.BLACK_MEAN or std < self.FLAT_STD
             raw["camera_black"] = black
@@ -461,7 +461,7 @@ class HealthWatch:
         lost = bool(health.get("errors"))
         for name, st in (health.get("streams") or {}).items():
             st = st if isinstance(st, dict) else {}
-            frames = int(st.get("captured", st.get("frames", 0)))
+            frames = int(st.get("captured", st.get("frames", 0)) or 0)
             prev = self._frames.get(name)
             if prev is None or frames != prev[0]:
                 self._frames[name] = (frames, now_ns)

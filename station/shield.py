@@ -161,11 +161,11 @@ def redact(text: str) -> str:
     if not text:
         return text
     try:
-        from recorder.masking import redact_text  # type: ignore[attr-defined]
+        from recorder.masking import redact_text
     except ImportError:
         return _fallback_redact(text)
     try:
         redacted, _findings = redact_text(text)
         return _fallback_redact(str(redacted))
-    except Exception:  # noqa: BLE001 - any detector failure must not leak the raw text
+    except Exception:
         return _fallback_redact(text)

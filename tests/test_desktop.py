@@ -38,7 +38,8 @@ class Sink:
 
 @pytest.fixture
 def x_windows(display):
-    from Xlib import X, Xatom, display as xdisplay
+    from Xlib import X
+    from Xlib import display as xdisplay
 
     d = xdisplay.Display(display)
     root = d.screen().root

@@ -41,8 +41,8 @@ def read_json_line(proc: subprocess.Popen, timeout_s: float) -> dict:
                     return json.loads(line)
         if proc.poll() is not None:
             break
-    raise AssertionError(f"no window announcement; exit {proc.poll()}; stderr: "
-                         f"{proc.stderr.read().decode(errors='replace')[-3000:] if proc.poll() is not None else ''}")
+    err = proc.stderr.read().decode(errors="replace")[-3000:] if proc.poll() is not None else ""
+    raise AssertionError(f"no window announcement; exit {proc.poll()}; stderr: {err}")
 
 
 def ocr(img_bgr: np.ndarray) -> str:
@@ -79,7 +79,8 @@ def test_station_run_demo_opens_a_visible_window_and_keeps_customer_identifiers_
         demo = station_home / "demo"
         assert (demo / "archive.key").stat().st_mode & 0o077 == 0
         assert read_identity_file(demo / "archive.key")
-        assert "crypto" in (demo / "policy.toml").read_text() and "DEMO ONLY" in (demo / "policy.toml").read_text()
+        demo_policy = (demo / "policy.toml").read_text()
+        assert "crypto" in demo_policy and "DEMO ONLY" in demo_policy
 
         x, y, w, h = info["geometry"]
         time.sleep(0.5)
@@ -105,7 +106,8 @@ def test_station_run_demo_opens_a_visible_window_and_keeps_customer_identifiers_
         assert cli(station_home, port, "marker", "crm", f"callback {NUMBER}").returncode == 0
         status = cli(station_home, port, "status", json_out=True)
         snap = json.loads(status.stdout)
-        assert snap["state"] == "recording" and snap["customer_display"] == "张**  138****5678  110***********1234"
+        assert snap["state"] == "recording"
+        assert snap["customer_display"] == "张**  138****5678  110***********1234"
         time.sleep(1.0)
         r = cli(station_home, port, "stop")
         assert r.returncode == 0 and "normal" in r.stdout, r.stderr

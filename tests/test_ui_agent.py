@@ -201,7 +201,6 @@ def test_session_started_over_the_api_shows_only_the_masked_customer(qtbot, stat
 
 def test_station_window_is_a_masked_window_for_the_screen_recording(qtbot, station_home, keyring_service):
     from recorder.masking.windows import masked_window_boxes
-
     from station.app import OWN_WINDOW_RULE, OwnWindows, own_window_masker
 
     app = App(Context(data_dir=station_home), factory=FakeRecording, desktop=False, upload=False)

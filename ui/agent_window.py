@@ -197,7 +197,8 @@ class AgentWindow(QMainWindow):
         controls = QHBoxLayout()
         self.start_button = QPushButton(objectName="startButton")
         self.start_button.setStyleSheet("font-weight:bold; padding:8px 18px;")
-        self.start_button.clicked.connect(lambda: self.bridge.run(lambda: self.flow.start(source="ui"), "start"))
+        self.start_button.clicked.connect(
+            lambda: self.bridge.run(lambda: self.flow.start(source="ui"), "start"))
         self.pause_reason = QLineEdit(objectName="pauseReason")
         self.pause_reason.setMaxLength(200)
         self.pause_button = QPushButton(objectName="pauseButton")
@@ -300,7 +301,8 @@ class AgentWindow(QMainWindow):
     def _refresh_warnings(self) -> None:
         self._refresh_banner()
         if self._warnings:
-            self.warnings_label.setText("⚠ " + " · ".join(self.tr_(f"warn_{w}") for w in sorted(self._warnings)))
+            names = " · ".join(self.tr_(f"warn_{w}") for w in sorted(self._warnings))
+            self.warnings_label.setText("⚠ " + names)
             self.warnings_label.show()
         else:
             self.warnings_label.hide()
@@ -311,7 +313,7 @@ class AgentWindow(QMainWindow):
             return
         try:
             text = self.backlog()
-        except Exception:  # noqa: BLE001 - a display detail must not break the window
+        except Exception:
             text = None
         self.backlog_label.setText(text or "–")
 
@@ -368,7 +370,8 @@ class AgentWindow(QMainWindow):
         streams = health.get("streams") or {}
         screen = streams.get("screen") if isinstance(streams, dict) else None
         if isinstance(screen, dict) and "fps" in screen:
-            self.screen_label.setText(f"{float(screen['fps']):.0f} fps, {int(screen.get('dropped', 0))} dropped")
+            fps, dropped = float(screen["fps"]), int(screen.get("dropped", 0))
+            self.screen_label.setText(f"{fps:.0f} fps, {dropped} dropped")
         disk = health.get("disk_free_mb", health.get("disk_free_bytes"))
         if disk is not None:
             mb = float(disk) / (1 << 20) if "disk_free_bytes" in health else float(disk)
@@ -408,18 +411,18 @@ class AgentWindow(QMainWindow):
         """The window's frame on screen (x, y, w, h), for masking it out of the screen recording."""
         return self._rect
 
-    def moveEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def moveEvent(self, event: Any) -> None:
         super().moveEvent(event)
         self._remember_rect()
 
-    def resizeEvent(self, event: Any) -> None:  # noqa: N802
+    def resizeEvent(self, event: Any) -> None:
         super().resizeEvent(event)
         self._remember_rect()
 
-    def showEvent(self, event: Any) -> None:  # noqa: N802
+    def showEvent(self, event: Any) -> None:
         super().showEvent(event)
         self._remember_rect()
 
-    def hideEvent(self, event: Any) -> None:  # noqa: N802
+    def hideEvent(self, event: Any) -> None:
         super().hideEvent(event)
         self._rect = None

@@ -62,7 +62,7 @@ class FlowBridge(QObject):
                 action()
             except StationError as exc:
                 self.action_failed.emit(str(exc))
-            except Exception as exc:  # noqa: BLE001 - the UI must hear about it, not lose it
+            except Exception as exc:
                 log.exception("UI action %s failed", what)
                 self.action_failed.emit(f"{type(exc).__name__}: {exc}")
             finally:

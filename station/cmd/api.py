@@ -92,7 +92,7 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
     token = ctx.secrets.api_token(create=False)
     a = args.action
     if a == "status":
-        call = ("GET", "/status", None)
+        call: tuple[str, str, dict[str, Any] | None] = ("GET", "/status", None)
     elif a == "start":
         body: dict[str, Any] = {"business_ref": args.ref, "agent": args.agent}
         cust = _customer(args)
@@ -120,7 +120,8 @@ def human(result: Any) -> str:
         return str(result)
     if "summary" in result:
         s = result["summary"] or {}
-        return f"stopped: {s.get('session_id', '')} {s.get('stop_code', '')} ({s.get('segments', 0)} segments)"
+        return (f"stopped: {s.get('session_id', '')} {s.get('stop_code', '')} "
+                f"({s.get('segments', 0)} segments)")
     if "elapsed_s" in result:
         parts = [f"state: {result['state']}"]
         if result.get("session_id"):

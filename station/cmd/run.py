@@ -23,10 +23,12 @@ log = logs.get("ui")
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--demo", action="store_true", help="demo keys and policy on first run (not for production)")
+    p.add_argument("--demo", action="store_true",
+                   help="demo keys and policy on first run (not for production)")
     p.add_argument("--devices", choices=("real", "fake"), help="capture devices (default: fake with "
                    "--demo, real otherwise)")
-    p.add_argument("--lang", choices=("auto", "zh_CN", "en"), help="UI language (default: policy ui.language)")
+    p.add_argument("--lang", choices=("auto", "zh_CN", "en"),
+                   help="UI language (default: policy ui.language)")
     p.add_argument("--api-port", type=int, help="local API port (default: policy api.port; 0: any free)")
     p.add_argument("--no-desktop-log", action="store_true", help="do not log desktop window changes")
     p.add_argument("--no-upload", action="store_true", help="do not upload in the background")
