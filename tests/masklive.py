@@ -60,7 +60,7 @@ def grab_through(filt: Any, seconds: float, fps: int, keep_raw_every: int = 0,
     period = 1.0 / fps
     t_start = time.monotonic()
     cpu0 = time.process_time()
-    with mss.mss() as sct:
+    with (mss.MSS() if hasattr(mss, "MSS") else mss.mss()) as sct:
         mon = sct.monitors[1]
         nxt = t_start
         while time.monotonic() - t_start < seconds:

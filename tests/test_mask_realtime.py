@@ -3,6 +3,7 @@ MaskFilter, checked frame by frame with Tesseract (independent of the masker's O
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
@@ -43,6 +44,12 @@ def test_no_frame_shows_planted_pii_to_tesseract(live_run) -> None:  # type: ign
     assert len(run.frames_out) == run.ticks, "the filter returns every frame it was given"
     checked, found = masklive.leaks(run.frames_out, PLANTED, CROP)
     assert checked >= 5, "the scene changed on screen"
+    if found and os.environ.get("MASK_DEBUG_DIR"):
+        import cv2
+
+        for f in run.frames_out:
+            if f.seq in found:
+                cv2.imwrite(os.path.join(os.environ["MASK_DEBUG_DIR"], f"leak_{f.seq}.png"), f.image[..., :3])
     assert found == {}, f"legible PII in frames {found}"
     summary = filt.summary()
     assert summary["frames"] == run.ticks

@@ -100,6 +100,19 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 if i not in masked_whole:
                     masked_whole.add(i)
                     regions.append(Region(lines[i].box.pad(PAD_X, PAD_Y, width, height), "context_pending", 0.0))
+    # short unread lines may be column headers (姓名, 手机号码): the cells below them wait too
+    for i in pending:
+        p = lines[i].box
+        if p.w > 12 * max(p.h, 8):
+            continue
+        for j, cell in enumerate(lines):
+            c = cell.box
+            if j in masked_whole or c.y0 <= p.y1 or c.y0 > p.y1 + 900:
+                continue
+            cx = (c.x0 + c.x1) / 2
+            if abs(c.x0 - p.x0) <= p.h or p.x0 - p.h <= cx <= p.x1 + p.h:
+                masked_whole.add(j)
+                regions.append(Region(c.pad(PAD_X, PAD_Y, width, height), "context_pending", 0.0))
     for row in rows:
         if any(i in pending_set for i in row):
             continue
@@ -152,6 +165,7 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 continue
             text = cr.text.strip()
             if kind == "name":
+                text = re.sub(r"^[\d\W_]+", "", text)  # a row number joined to the cell
                 hit = bool(NAME_RE.fullmatch(text)) and text not in NOT_NAMES
             elif kind == "address":
                 hit = len(text) >= 4

@@ -21,7 +21,7 @@ import numpy as np
 
 from recorder.masking.analysis import Line, Region, decide
 from recorder.masking.ledger import MaskLedger
-from recorder.masking.lines import TILE_H, Box, as_gray, changed_tiles, detect_lines, line_key
+from recorder.masking.lines import TILE_H, Box, as_gray, changed_tiles, detect_lines, ink_map, line_key
 from recorder.masking.ocr import OcrEngine, Reading, get_engine
 from station import logs
 from station.policy import DEFAULT_LABELS
@@ -191,8 +191,9 @@ class MaskFilter:
         if bands:
             gray = as_gray(frame)
             for y0, y1 in bands:
-                new, y0, y1 = _detect_band(frame, y0, y1, h)
-                self._lines = [s for s in self._lines if s.box.y1 <= y0 or s.box.y0 >= y1]
+                new, y0, y1 = _detect_band(frame, y0, y1, h, gray)
+                self._lines = [s for s in self._lines if (s.box.y1 <= y0 or s.box.y0 >= y1)
+                               and not any(_overlap(s.box, b) for b in new)]
                 for b in new:
                     crop, cx = crop_for(frame, b)
                     key = line_key(gray, b)
@@ -305,15 +306,29 @@ def _bands(rows_changed: np.ndarray, height: int) -> list[tuple[int, int]]:
     return bands
 
 
-def _detect_band(frame: np.ndarray, y0: int, y1: int, height: int) -> tuple[list[Box], int, int]:
-    """Lines in rows y0..y1 grown until no line touches the band's edge (so none is cut)."""
+def _detect_band(frame: np.ndarray, y0: int, y1: int, height: int,
+                 gray: np.ndarray) -> tuple[list[Box], int, int]:
+    """Lines in rows y0..y1; a line cut by the band's edge is grown over its own ink to its full
+    height (by the ink rows in its x range), so no line is ever read or masked in part."""
     y0, y1 = max(0, y0 - TILE_H // 2), min(height, y1 + TILE_H // 2)
-    for _ in range(4):
-        boxes = detect_lines(frame, (y0, y1))
-        grow_up = y0 > 0 and any(b.y0 <= y0 + 1 for b in boxes)
-        grow_down = y1 < height and any(b.y1 >= y1 - 1 for b in boxes)
-        if not grow_up and not grow_down:
-            break
-        y0 = max(0, y0 - TILE_H) if grow_up else y0
-        y1 = min(height, y1 + TILE_H) if grow_down else y1
-    return boxes, y0, y1
+    out = []
+    for b in detect_lines(frame, (y0, y1)):
+        if (y0 > 0 and b.y0 <= y0 + 1) or (y1 < height and b.y1 >= y1 - 1):
+            b = _grow_vertically(gray, b, height)
+        out.append(b)
+    return out, y0, y1
+
+
+def _grow_vertically(gray: np.ndarray, b: Box, height: int, reach: int = 96) -> Box:
+    top, bottom = max(0, b.y0 - reach), min(height, b.y1 + reach)
+    rows = ink_map(gray[top:bottom, b.x0:b.x1]).any(axis=1)
+    y0, y1 = b.y0 - top, b.y1 - top
+    while y0 > 0 and rows[y0 - 1]:
+        y0 -= 1
+    while y1 < len(rows) and rows[y1]:
+        y1 += 1
+    return Box(b.x0, top + y0, b.x1, top + y1)
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a.x0 < b.x1 and b.x0 < a.x1 and a.y0 < b.y1 and b.y0 < a.y1
