@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import re
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -93,6 +94,7 @@ class SessionSealer:
         self.meta = dict(meta or {})
         self.meta.setdefault("started_utc", utc_now_iso())
         self._fsync = fsync_on_flush
+        self._lock = threading.RLock()  # media, oplog and masklog may be driven from threads
         lock = _lock_dir(self.dir, blocking=False)
         if lock is None:
             raise SessionBusy(str(self.dir))
@@ -108,6 +110,22 @@ class SessionSealer:
         self.finished: dict[str, Any] | None = None
 
     def open_segment(self, seq: int, kind: str) -> SealedWriter:
+        """A sealed writer for segment ``seq`` of ``kind`` (media, oplog, masklog)."""
+        with self._lock:
+            return self._open_segment(seq, kind)
+
+    def close_segment(self, seq: int, stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Close the segment's writers (FINAL), sign and write its manifest; return it."""
+        with self._lock:
+            return self._close_segment(seq, stats)
+
+    def finish(self, end_reason: str = "normal",
+               summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Close any open segments, then write the signed session manifest (session.json)."""
+        with self._lock:
+            return self._finish(end_reason, summary)
+
+    def _open_segment(self, seq: int, kind: str) -> SealedWriter:
         if self.finished is not None:
             raise SealError("session already finished")
         if not self.recipients:
@@ -128,8 +146,7 @@ class SessionSealer:
         writers[kind] = w
         return w
 
-    def close_segment(self, seq: int, stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Close the segment's writers (FINAL), sign and write its manifest; return it."""
+    def _close_segment(self, seq: int, stats: Mapping[str, Any] | None = None) -> dict[str, Any]:
         if seq != self.last_seq + 1:
             raise SealError(f"segments close in order: expected {self.last_seq + 1}, got {seq}")
         writers = self._open.pop(seq, {})
@@ -167,9 +184,7 @@ class SessionSealer:
                  "truncated" if truncated else "complete")
         return man
 
-    def finish(self, end_reason: str = "normal",
-               summary: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """Close any open segments, then write the signed session manifest (session.json)."""
+    def _finish(self, end_reason: str, summary: Mapping[str, Any] | None) -> dict[str, Any]:
         if self.finished is not None:
             return self.finished
         if str(end_reason) not in END_REASONS:
