@@ -39,7 +39,6 @@ import platform
 import re
 import shutil
 import signal
-import stat
 import subprocess
 import sys
 import tarfile
@@ -47,7 +46,7 @@ import tempfile
 import time
 import tomllib
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -247,7 +246,8 @@ def _deb_tree(out: Artefacts, stage: Path, arch: str) -> None:
     shutil.copytree(out.bundle, opt, symlinks=True)
     files: dict[str, tuple[Path | str, int]] = {
         "usr/bin/station": (PACKAGING / "linux" / "station.sh", 0o755),
-        "usr/share/applications/dualrec-station.desktop": (PACKAGING / "linux" / "dualrec-station.desktop", 0o644),
+        "usr/share/applications/dualrec-station.desktop":
+            (PACKAGING / "linux" / "dualrec-station.desktop", 0o644),
         "etc/xdg/autostart/dualrec-station.desktop":
             (PACKAGING / "linux" / "dualrec-station-autostart.desktop", 0o644),
         "usr/share/icons/hicolor/scalable/apps/dualrec-station.svg":
@@ -290,9 +290,7 @@ def _normalise_tree(stage: Path, epoch: int) -> None:
             os.utime(p, (epoch, epoch), follow_symlinks=False)
             continue
         mode = p.stat().st_mode
-        if p.is_dir():
-            p.chmod(0o755)
-        elif mode & 0o111:
+        if p.is_dir() or mode & 0o111:
             p.chmod(0o755)
         else:
             p.chmod(0o644)
@@ -677,7 +675,8 @@ def _gui_step(exe: Path, env: dict[str, str], cwd: Path, timeout_s: float = 90) 
         raise BuildError(f"smoke step 'gui': the window was not announced within {timeout_s:.0f} s "
                          f"(rc={rc})\n--- stderr ---\n{stderr[-4000:]}")
     if rc != 0 or bad:
-        why = f"exit code {rc} after SIGTERM" if rc != 0 else "unexpected stderr lines:\n  " + "\n  ".join(bad[:20])
+        why = (f"exit code {rc} after SIGTERM" if rc != 0
+               else "unexpected stderr lines:\n  " + "\n  ".join(bad[:20]))
         raise BuildError(f"smoke step 'gui' failed: {why}\n--- stderr ---\n{stderr[-4000:]}")
     step.ok = True
     return step

@@ -27,9 +27,8 @@ from __future__ import annotations
 import json
 import re
 import socket
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import nacl.signing
 
@@ -38,6 +37,9 @@ from station.crypto import keys
 from station.crypto.manifest import check_signature, sign
 from station.crypto.sealed import canonical_json
 from station.errors import StationError
+
+if TYPE_CHECKING:
+    from uploader.stores import Store
 
 log = logs.get("review")
 
@@ -56,26 +58,6 @@ class EnrolmentConflict(StationError, FileExistsError):
     station.id in the policy, or have IT retire the old record"""
 
 
-class _Info(Protocol):
-    key: str
-
-
-class EnrolmentStore(Protocol):
-    """What enrolment needs of uploader.stores.Store."""
-
-    prefix: str
-
-    def key(self, *parts: str) -> str: ...
-
-    def put(self, key: str, src: Any) -> Any: ...
-
-    def head(self, key: str) -> Any: ...
-
-    def get(self, key: str) -> bytes: ...
-
-    def list(self, prefix: str = "") -> Iterable[_Info]: ...
-
-
 @dataclass(frozen=True)
 class Enrolment:
     station_id: str
@@ -84,7 +66,7 @@ class Enrolment:
     record: dict[str, Any]
 
 
-def record_key(store: EnrolmentStore, station_id: str) -> str:
+def record_key(store: Store, station_id: str) -> str:
     if not STATION_ID_RE.fullmatch(station_id):
         raise EnrolmentError(station_id, "station id must match " + STATION_ID_RE.pattern)
     return store.key(ENROLMENT_DIR, f"{station_id}.json")
@@ -129,7 +111,7 @@ def parse_record(data: bytes, where: str) -> Enrolment:
     return Enrolment(sid, public, keys.fingerprint(public), rec)
 
 
-def read_enrolments(store: EnrolmentStore) -> tuple[dict[str, Enrolment], list[str]]:
+def read_enrolments(store: Store) -> tuple[dict[str, Enrolment], list[str]]:
     """Every valid record in the store's enrolment prefix, and a problem line per invalid one."""
     prefix = store.key(ENROLMENT_DIR) + "/"
     found: dict[str, Enrolment] = {}
@@ -153,14 +135,14 @@ def read_enrolments(store: EnrolmentStore) -> tuple[dict[str, Enrolment], list[s
     return found, problems
 
 
-def enrolled_keys(store: EnrolmentStore) -> dict[str, str]:
+def enrolled_keys(store: Store) -> dict[str, str]:
     """``{station_id: "ed25519:..."}`` of every validly enrolled station (invalid records are
     logged and left out). Pass the values to ``station.crypto.verify`` as trusted keys."""
     found, _ = read_enrolments(store)
     return {sid: e.public_key for sid, e in sorted(found.items())}
 
 
-def register(store: EnrolmentStore, record: dict[str, Any]) -> tuple[str, bool]:
+def register(store: Store, record: dict[str, Any]) -> tuple[str, bool]:
     """Write ``record`` to the store; ``(key, already)``. Re-enrolling with the same key is a
     no-op; another key under the same station id is an :class:`EnrolmentConflict`."""
     enr = parse_record(canonical_json(record), "to register")
@@ -218,8 +200,9 @@ def doctor_check(ctx: Any) -> Any:
         key = record_key(store, ctx.station_id)
         details["key"] = key
         if store.head(key) is None:
-            return Check("enrolment", WARN, f"station {ctx.station_id} is not enrolled in {store.describe()}: "
-                         "reviewers will not trust its sessions; run `station enroll`", details)
+            return Check("enrolment", WARN, f"station {ctx.station_id} is not enrolled in "
+                         f"{store.describe()}: reviewers will not trust its sessions; run `station enroll`",
+                         details)
         try:
             enr = parse_record(store.get(key), key)
         except EnrolmentError as exc:

@@ -88,7 +88,7 @@ def test_bad_enrol_file_changes_nothing_and_keeps_the_file(
         capsys: pytest.CaptureFixture[str], content: str, needle: str) -> None:
     enrol = tmp_path / "bad.enrol"
     enrol.write_text(content)
-    rc, res, err = _run(capsys, "enroll", "--file", str(enrol), "--policy", str(local_policy), "--json")
+    rc, res, _ = _run(capsys, "enroll", "--file", str(enrol), "--policy", str(local_policy), "--json")
     assert rc == 1
     assert needle in res["error"] and "the file is kept" in res["error"]
     assert enrol.read_text() == content
@@ -243,7 +243,8 @@ def test_reviewer_verify_trusts_enrolled_stations_only(
     day = tmp_path / "central" / "2026" / "11" / "24"
     _sealed_session(day / "seat-007", "20261124T080000Z-0000aaaa", "seat-007", enrolled)
     _sealed_session(day / "seat-666", "20261124T080000Z-0000bbbb", "seat-666", stranger)
-    rc, res, err = _run(capsys, "verify", "--json", "--policy", str(local_policy), "20261124T080000Z-0000aaaa")
+    rc, res, err = _run(capsys, "verify", "--json", "--policy", str(local_policy),
+                        "20261124T080000Z-0000aaaa")
     assert rc == 0 and res["intact"] is True, err
     rc, res, _ = _run(capsys, "verify", "--json", "--policy", str(local_policy), "20261124T080000Z-0000bbbb")
     assert rc == 3 and res["intact"] is False

@@ -123,8 +123,9 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
         figures["dpkg_install_s"] = round(time.monotonic() - t0, 1)
         assert r.returncode == 0, r.stderr
         assert _installed()
-        for p in ("/opt/dualrec/station", "/usr/bin/station", "/usr/share/applications/dualrec-station.desktop",
-                  str(AUTOSTART), "/usr/share/doc/dualrec-station/policy.example.toml"):
+        for p in ("/opt/dualrec/station", "/usr/bin/station", str(AUTOSTART),
+                  "/usr/share/applications/dualrec-station.desktop",
+                  "/usr/share/doc/dualrec-station/policy.example.toml"):
             assert Path(p).exists(), p
         assert "Exec=/usr/bin/station run" in AUTOSTART.read_text()
         if created_policy:
@@ -138,8 +139,8 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
         env = _env(keyring_service, STATION_HOME=str(user_home))
         enrol = tmp_path / "seat.enrol.toml"
         enrol.write_text('access_key_id = "AKIADEBSEAT"\nsecret_access_key = "deb-seat-secret-42"\n')
-        r = subprocess.run(["/usr/bin/station", "enroll", "--json", "--file", str(enrol)], capture_output=True,
-                           text=True, env=env, timeout=120)
+        r = subprocess.run(["/usr/bin/station", "enroll", "--json", "--file", str(enrol)],
+                           capture_output=True, text=True, env=env, timeout=120)
         assert r.returncode == 0, r.stderr
         assert not enrol.exists()
         fingerprint = json.loads(r.stdout)["fingerprint"]
@@ -150,6 +151,26 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
         assert checks["keyring"]["status"] == "ok", checks["keyring"]
         assert "SecretService" in json.dumps(checks["keyring"])
         assert checks["display"]["status"] == "ok", checks["display"]
+
+        # upgrade (here: reinstall of the same version) keeps the administrator's changes: the
+        # autostart conffile disabled on this seat, and the site policy
+        AUTOSTART.write_text(AUTOSTART.read_text() + "Hidden=true\n")
+        policy_before = _sha(POLICY)
+        t0 = time.monotonic()
+        r = subprocess.run(["dpkg", "--force-unsafe-io", "--force-confold", "-i", str(deb)],
+                           capture_output=True, text=True, env=_env(keyring_service))
+        figures["dpkg_upgrade_s"] = round(time.monotonic() - t0, 1)
+        assert r.returncode == 0, r.stderr
+        assert AUTOSTART.read_text().endswith("Hidden=true\n")
+        assert _sha(POLICY) == policy_before
+        if created_policy:  # an invalid site policy fails the configuration step, naming the key
+            good = POLICY.read_text()
+            POLICY.write_text(good + "[upload]\nconcurrency = 99\n")
+            r = subprocess.run(["sh", "/var/lib/dpkg/info/dualrec-station.postinst", "configure"],
+                               capture_output=True, text=True, env=_env(keyring_service))
+            POLICY.write_text(good)
+            assert r.returncode == 1
+            assert "upload.concurrency" in r.stderr and "dpkg --configure -a" in r.stderr
 
         # smoke test of the installed files (record, seal, upload, verify ... whatever is offered)
         t0 = time.monotonic()
@@ -190,8 +211,9 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
         assert not AUTOSTART.exists()
         assert _tree_hashes(user_home / "spool") == spool_files
         if created_policy:
-            assert POLICY.exists()
-            assert f'"fingerprint":"{fingerprint}"' in next((store / "enrolment").glob("*.json")).read_text()  # the administrator's, never the package's
+            assert POLICY.exists()  # the administrator's, never the package's
+            record = next((store / "enrolment").glob("*.json")).read_text()
+            assert f'"fingerprint":"{fingerprint}"' in record
     finally:
         print(f"\ninstaller figures: {figures}")
         if created_policy:

@@ -68,7 +68,9 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 
 def _pick(data: dict[str, Any], names: tuple[str, ...], where: str) -> str:
-    for section in (data, data.get("storage") if isinstance(data.get("storage"), dict) else {}):
+    nested = data.get("storage")
+    sections: list[dict[str, Any]] = [data, nested] if isinstance(nested, dict) else [data]
+    for section in sections:
         for n in names:
             if n in section:
                 value = section[n]
