@@ -180,3 +180,20 @@ def test_throttle_during_a_call_holds_the_call_rate_on_an_injected_clock(
     assert sent > 6 * MiB
     # 8000 kbit/s = 1 MB/s: the injected clock advanced by about total bytes / rate
     assert 0.9 * total / 1e6 <= fake["t"] <= 1.2 * total / 1e6 + 0.5
+
+
+def test_spool_file_changed_after_hashing_is_refused_by_the_server_via_content_md5(
+        s3: S3Server, s3_bucket: str, station_home: Path) -> None:
+    sd = sealed_session(station_home / "spool", segments=1, media_bytes=7 * MiB)
+    up = _uploader(s3, s3_bucket, station_home)
+    up.scan()
+    for e in up.journal.entries():
+        up._hash(e)  # QUEUED with SHA-256 and part MD5s taken now
+    media = sd / "seg-000001.media.drseg"
+    raw = bytearray(media.read_bytes())
+    raw[-100] ^= 0x01  # last part changes after hashing (same size)
+    media.write_bytes(bytes(raw))
+    result = up.drain()
+    assert "BadDigest" in result["error"]
+    assert not any(k.endswith("media.drseg") for k in all_versions(s3, s3_bucket))
+    assert media.exists() and result["backlog"]["failed"] >= 1

@@ -381,6 +381,9 @@ def map_error(exc: Exception, what: str) -> StorageError:
         code, status = _code(exc), _status(exc)
         if code in AUTH_CODES:
             return StorageAuthError(code)
+        if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+            return VerifyFailed(what, f"{code}: the server received bytes that do not match the "
+                                "hash taken from the spool (file changed or corrupted in transit)")
         if code in ("AccessDenied", "Forbidden") or status == 403:
             return StorageDenied(what, code or "403")
         if code in CONFIG_CODES:
@@ -673,9 +676,12 @@ class S3Store(Store):
         with open(path, "rb") as fh:
             fh.seek((n - 1) * digest.part_size)
             data = fh.read(digest.part_size)
-        md5 = hashlib.md5(data, usedforsecurity=False).hexdigest()
-        if md5 != digest.part_md5s[n - 1]:
-            raise VerifyFailed(key, f"local part {n} changed since it was hashed")
+        expect = min(digest.part_size, digest.size - (n - 1) * digest.part_size)
+        if len(data) != expect:
+            raise VerifyFailed(key, f"local part {n} is {len(data)} bytes, hashed {expect}")
+        # Content-MD5 is the MD5 from the hash pass: if the file changed since, the server refuses
+        # the part (BadDigest) instead of storing bytes that do not match our SHA-256
+        md5 = digest.part_md5s[n - 1]
         self._count("upload_part")
         try:
             self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=n,
