@@ -1,0 +1,94 @@
+"""station mask-image and the still-image path against the development corpus (pixel-exact ground
+truth: an item is hidden only if every one of its ink pixels is masked)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from station import cli
+
+CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "masking-corpus"
+SIX_LAYOUTS = ["screen_00", "screen_01", "screen_02", "screen_03", "screen_04", "screen_05"]
+
+
+def corpus_screen(name: str) -> tuple[Path, dict, np.ndarray]:  # type: ignore[type-arg]
+    png = CORPUS / f"{name}.png"
+    assert png.exists(), f"development corpus missing: expected {CORPUS} beside the repository"
+    meta = json.loads(png.with_suffix(".json").read_text("utf-8"))
+    labels = cv2.imread(str(CORPUS / f"{name}_labels.png"), cv2.IMREAD_UNCHANGED)
+    return png, meta, labels
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    rc = cli.main(["mask-image", *argv, "--json"])
+    out = capsys.readouterr().out
+    return rc, json.loads(out) if out.strip() else {}
+
+
+@pytest.mark.parametrize("name", SIX_LAYOUTS)
+def test_every_pii_ink_pixel_is_masked_and_decoys_stay_readable(name: str) -> None:
+    from recorder.masking.masker import mask_image
+
+    png, meta, labels = corpus_screen(name)
+    img = cv2.imread(str(png))
+    out, regions = mask_image(img)
+    masked = np.zeros(labels.shape, bool)
+    for r in regions:
+        masked[r.box.y0:r.box.y1, r.box.x0:r.box.x1] = True
+    assert (out[masked] == 128).all() and (out[~masked] == img[~masked]).all()
+    leaks = [i["text"] for i in meta["items"] if i["kind"] == "pii" and not masked[labels == i["id"]].all()]
+    assert leaks == []
+    decoys = [i for i in meta["items"] if i["kind"] == "decoy"]
+    hit = [i["text"] for i in decoys if masked[labels == i["id"]].any()]
+    assert len(hit) <= 0.02 * len(decoys) + 1, hit
+
+
+def test_cli_writes_masked_png_and_lists_boxes_with_rules(tmp_path: Path, station_home: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    png, meta, labels = corpus_screen("screen_03")
+    out = tmp_path / "masked.png"
+    before = png.read_bytes()
+    rc, result = run_cli(capsys, str(png), str(out))
+    assert rc == 0
+    assert png.read_bytes() == before, "the input is never modified"
+    masked_img = cv2.imread(str(out))
+    orig = cv2.imread(str(png))
+    assert masked_img.shape == orig.shape
+    rules = {m["rule"] for m in result["masked"]}
+    assert {"mobile", "id18", "name"} <= rules
+    covered = np.zeros(labels.shape, bool)
+    for m in result["masked"]:
+        x0, y0, x1, y1 = m["box"]
+        covered[y0:y1, x0:x1] = True
+    assert (masked_img[covered] == 128).all(), "every listed box is masked in the PNG"
+    assert (masked_img[~covered] == orig[~covered]).all(), "nothing outside the listed boxes changed"
+    for item in meta["items"]:
+        if item["kind"] == "pii":
+            assert covered[labels == item["id"]].all(), item["text"]
+
+
+def test_cli_rejects_bad_input_and_keeps_existing_output(tmp_path: Path, station_home: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    garbage = tmp_path / "garbage.png"
+    garbage.write_bytes(b"\x89PNG not really")
+    out = tmp_path / "out.png"
+    rc, result = run_cli(capsys, str(garbage), str(out))
+    assert rc == 1 and "cannot read image" in result["error"] and not out.exists()
+
+    rc, result = run_cli(capsys, str(tmp_path / "missing.png"), str(out))
+    assert rc == 1 and "no such file" in result["error"]
+
+    png, _, _ = corpus_screen("screen_00")
+    rc, result = run_cli(capsys, str(png), str(tmp_path / "out.jpg"))
+    assert rc == 1 and ".png" in result["error"]
+
+    out.write_bytes(b"keep me")
+    rc, result = run_cli(capsys, str(png), str(out))
+    assert rc == 1 and "--force" in result["error"]
+    assert out.read_bytes() == b"keep me"
+    assert not list(tmp_path.glob("*.part"))
