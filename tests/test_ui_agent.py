@@ -16,7 +16,7 @@ from station.errors import StopCode
 from station.flow import FakeRecording
 from tests.recordkit import make_station, plaintext
 
-pytestmark = pytest.mark.gui
+pytestmark = [pytest.mark.gui, pytest.mark.qt_log_level_fail("WARNING")]
 
 SMALL = {"capture.profile": "custom", "capture.screen_width": 320, "capture.screen_height": 240,
          "capture.screen_fps": 5, "capture.camera_width": 160, "capture.camera_height": 120,
@@ -213,3 +213,25 @@ def test_station_window_is_a_masked_window_for_the_screen_recording(qtbot, stati
     assert own_window_masker(app.own_rects) is not None
     gui.window.hide()
     assert app.own_rects() == []
+
+
+@pytest.mark.no_qt_log
+def test_qt_messages_go_to_the_ui_logger(qapp):
+    import logging
+
+    from PySide6.QtCore import qInstallMessageHandler, qWarning
+
+    from ui.qt import install_message_handler
+
+    seen: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = seen.append
+    logger = logging.getLogger("dualrec.ui")
+    logger.addHandler(handler)
+    install_message_handler()
+    try:
+        qWarning("font cache is stale")
+    finally:
+        qInstallMessageHandler(None)
+        logger.removeHandler(handler)
+    assert any(r.levelno == logging.WARNING and "Qt: font cache is stale" in r.getMessage() for r in seen)
