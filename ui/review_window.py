@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from station import logs
 from station.review import qc as qcmod
-from station.review.audit import ReviewAudit
 from station.review.catalog import SORT_COLUMNS, Catalog, Filter, SessionRow
+from station.review.env import ReviewSetup
 from station.review.session import ReviewSession
 from ui.player_widget import PlayerWidget
 from ui.qt import (
@@ -50,24 +49,6 @@ log = logs.get("ui")
 
 COLUMNS = (("id", "Session"), ("start", "Start (UTC)"), ("station", "Station"), ("agent", "Agent"),
            ("duration", "Duration"), ("segments", "Segs"), ("verdict", "Integrity"), ("flags", "QC flags"))
-
-
-@dataclass
-class ReviewSetup:
-    """Everything the review window needs, wired by ``station review``."""
-
-    store: Any
-    catalog: Catalog
-    identities: list[Any]
-    trusted: list[str]
-    audit: ReviewAudit
-    thresholds: qcmod.Thresholds
-    recipients: list[str] = field(default_factory=list)   # policy crypto.recipients (for sealing QC)
-    tmp_dir: Path | None = None
-    identity_paths: list[Path] = field(default_factory=list)
-    ctx: Any = None
-    require_open_reason: bool = False
-    compute_qc: bool = True
 
 
 class CatalogModel(QAbstractTableModel):
