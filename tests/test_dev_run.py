@@ -139,3 +139,11 @@ def test_station_run_demo_opens_a_visible_window_and_keeps_customer_identifiers_
     assert oplogs and b"138****5678" in b"".join(oplogs)
     assert not any(n in b"".join(oplogs) for n in needles)
     assert b'"marker": "crm"' in b"".join(oplogs)
+    manifests = [json.loads(f.read_text()) for f in station_home.rglob("session.json")]
+    assert manifests, "no sealed session manifest"
+    import getpass
+
+    for m in manifests:
+        assert m["agent"] == getpass.getuser() and m["meta"]["business_ref"] == "CRM-4711"
+        assert m["meta"]["customer"]["masked"]["number"] == "138****5678"
+        assert m["meta"]["customer"]["hash"].startswith("hs256:")
