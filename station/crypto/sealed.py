@@ -444,11 +444,14 @@ class SealedReader(io.RawIOBase):
         value = struct.unpack(">I", word)[0]
         clen = value & LEN_MASK
         flag = bool(value & FINAL_FLAG)
+        if n == 0 and value != ABYTES:
+            self._done = True
+            self._pending = BadHeader(self.name_, f"header message frame word {value:#x} is not "
+                                      f"{ABYTES:#x}")
+            return None
         if clen < ABYTES or clen > MAX_FRAME_BYTES:
             self._done = True
-            self._pending = (BadHeader(self.name_, f"message 0 frame length {clen} invalid")
-                             if n == 0 else
-                             Altered(self.name_, n, start, f"frame length {clen} invalid"))
+            self._pending = Altered(self.name_, n, start, f"frame length {clen} invalid")
             return None
         ct = _read_exact(self._fh, clen)
         if len(ct) < clen:
@@ -466,10 +469,14 @@ class SealedReader(io.RawIOBase):
                                        "(altered or swapped header)") if n == 0 else
                              Altered(self.name_, n, start, "tag does not verify"))
             return None
-        if (tag == TAG_FINAL) != flag or tag not in (TAG_FINAL, TAG_MESSAGE) or (
-                n == 0 and tag != TAG_MESSAGE):
+        if n == 0 and (tag != TAG_MESSAGE or flag):
             self._done = True
-            self._pending = Altered(self.name_, n, start, "FINAL flag does not match the tag")
+            self._pending = BadHeader(self.name_, "header message is not a plain MESSAGE")
+            return None
+        if (tag == TAG_FINAL) != flag or tag not in (TAG_FINAL, TAG_MESSAGE):
+            self._done = True
+            self._pending = Altered(self.name_, n, start, "tag is not MESSAGE/FINAL or does "
+                                    "not match the FINAL flag")
             return None
         if n > 0:
             self._index.append((self._pos + len(self._buf), start, snap, n))
