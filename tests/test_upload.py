@@ -12,13 +12,14 @@ import pytest
 
 from station import cli
 from station.crypto.keys import station_text
+from station.crypto.session import SessionSealer
 from station.policy import Policy
 from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY, SecretStore
 from tests.services import S3Server
 from tests.uploadkit import MiB, all_versions, s3_policy, sealed_session, spool_files, write_policy
 from uploader.bandwidth import TokenBucket
 from uploader.journal import PURGED, VERIFIED, Journal
-from uploader.service import Uploader, backlog
+from uploader.service import Uploader, backlog, upload_rate_bytes_s
 from uploader.stores import S3Store, s3_settings
 
 pytestmark = pytest.mark.integration
@@ -90,8 +91,6 @@ def test_session_is_purged_only_after_session_json_is_uploaded(
     assert spool_files(sd) == ["seg-000001.manifest.json", "seg-000001.masklog.drseg",
                                "seg-000001.media.drseg", "seg-000001.oplog.drseg"]
     assert {e.state for e in up.journal.entries()} == {VERIFIED}
-    from station.crypto.session import SessionSealer
-
     SessionSealer(sd, sd.name, "seat-07", [b"\x01" * 32], signer).finish("normal")
     result = up.drain()
     assert result["error"] is None and not sd.exists()
@@ -107,7 +106,7 @@ def test_wrong_secret_key_gives_a_clear_error_keeps_the_spool_and_shows_the_back
     policy_file = write_policy(station_home.parent / "policy.toml", s3_policy(s3, s3_lock_bucket))
     SecretStore().set(STORAGE_ACCESS_KEY, s3.access_key)
     SecretStore().set(STORAGE_SECRET_KEY, "wrong" + s3.secret_key[5:])
-    rc, result, err = _cli(capsys, "upload", "--drain", "--json", "--policy", str(policy_file))
+    rc, result, _ = _cli(capsys, "upload", "--drain", "--json", "--policy", str(policy_file))
     assert rc == 1
     assert "rejected the credentials" in result["error"] and "storage-set" in result["error"]
     assert spool_files(sd) == before
@@ -170,8 +169,6 @@ def test_throttle_during_a_call_holds_the_call_rate_on_an_injected_clock(
         fake["t"] += s
 
     pol = s3_policy(s3, s3_bucket, upload__during_call="throttle", upload__call_kbps=8000)
-    from uploader.service import upload_rate_bytes_s
-
     limiter = TokenBucket(lambda: upload_rate_bytes_s(pol, True), clock=lambda: fake["t"], sleep=sleep)
     up = _uploader(s3, s3_bucket, station_home, pol, limiter=limiter, call_active=lambda: True)
     assert up.drain()["error"] is None

@@ -8,6 +8,8 @@ once, verified, and nothing purged that was not verified.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import random
 import signal
@@ -110,14 +112,10 @@ def test_uploader_killed_mid_multipart_resumes_sending_only_missing_parts(
 
 
 def eval_parts(row: dict[str, Any]) -> dict[int, str]:
-    import json
-
     return {int(k): v for k, v in json.loads(row.get("parts") or "{}").items()}
 
 
 def eval_md5s(row: dict[str, Any]) -> list[str]:
-    import json
-
     return list(json.loads(row.get("md5s") or "[]"))
 
 
@@ -160,7 +158,7 @@ class FaultyProxy:
 
     def __init__(self, target_port: int, seed: int, max_faults: int = 12, p_fault: float = 0.5) -> None:
         self.target_port = target_port
-        self.rng = random.Random(seed)
+        self.rng = random.Random(seed)  # noqa: S311 - fault injection, not crypto
         self.max_faults = max_faults
         self.p_fault = p_fault
         self.faults: Counter[str] = Counter()
@@ -240,10 +238,8 @@ class FaultyProxy:
             except OSError:
                 pass
             for s in (src, dst):
-                try:
+                with contextlib.suppress(OSError):
                     s.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 s.close()
 
         threading.Thread(target=pump, args=(client, upstream, limit), daemon=True).start()

@@ -102,13 +102,13 @@ class LimitedStream:
 
 def _not_transferring(request: Any, **_: Any) -> None:
     body = getattr(request, "body", None)
-    if hasattr(body, "signal_not_transferring"):
+    if isinstance(body, LimitedStream):
         body.signal_not_transferring()
 
 
 def _transferring(request: Any, **_: Any) -> None:
     body = getattr(request, "body", None)
-    if hasattr(body, "signal_transferring"):
+    if isinstance(body, LimitedStream):
         body.signal_transferring()
 
 

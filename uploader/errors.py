@@ -21,7 +21,7 @@ class StorageUnavailable(StorageError, ConnectionError):
 
 
 class StorageAuthError(StorageError, PermissionError):
-    """storage rejected the credentials ({}): check the access key id and secret in the keyring (station keys storage-set)"""
+    """storage rejected the credentials ({}): check the keyring entries (station keys storage-set)"""
 
     hard = True
 
@@ -57,7 +57,7 @@ class VerifyFailed(StorageError, ValueError):
 
 
 class ObjectLockRefused(StorageError, PermissionError):
-    """bucket {!r} has no Object Lock with a COMPLIANCE default retention ({}); policy storage.object_lock = "refuse" forbids uploading"""
+    """{} has no Object Lock with COMPLIANCE default retention ({}); storage.object_lock = refuse"""
 
     hard = True
 

@@ -373,7 +373,7 @@ class Uploader:
         while not stop.is_set():
             try:
                 self.drain(wait_retries=True, stop=stop, timeout_s=rescan_s)
-            except Exception:  # noqa: BLE001 - the loop must survive anything; it is logged
+            except Exception:
                 log.exception("upload loop error")
             stop.wait(rescan_s if not self.journal.entries(PENDING) else self.poll_s)
 
@@ -454,26 +454,9 @@ def backlog(data_dir: Path, station_id: str = "station") -> dict[str, Any]:
     object_lock (last known). Reads the journal; never contacts storage."""
     data_dir = Path(data_dir)
     path = journal_path(data_dir)
-    if not path.exists():
-        j = None
-    else:
-        j = Journal(path)
+    # no journal yet (the uploader never ran): an in-memory one still counts the ready spool files
+    j = Journal(path if path.exists() else Path(":memory:"))
     try:
-        if j is None:
-            tmp_count = {"count": 0, "bytes": 0, "oldest_age_s": None, "last_error": None,
-                         "failed": 0, "object_lock": None, "states": {}}
-            spool = data_dir / "spool"
-            if spool.is_dir():
-                now = time.time()
-                for session_dir in spool.iterdir():
-                    with contextlib.suppress(layout.ManifestUnreadable, OSError):
-                        for f in layout.ready_files(session_dir, station_id) if session_dir.is_dir() else []:
-                            tmp_count["count"] += 1
-                            tmp_count["bytes"] += _size(f.path)
-                            age = round(now - f.path.stat().st_mtime, 1)
-                            tmp_count["oldest_age_s"] = max(tmp_count["oldest_age_s"] or 0, age)
-            return tmp_count
         return backlog_of(j, data_dir / "spool", station_id)
     finally:
-        if j is not None:
-            j.close()
+        j.close()

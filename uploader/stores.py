@@ -33,6 +33,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
 from station import logs
 from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY
 from uploader.bandwidth import LimitedStream, TokenBucket, register_transfer_signals
@@ -326,7 +330,7 @@ class LocalFolderStore(Store):
 
     def open(self, key: str) -> BinaryIO:
         try:
-            return open(self._path(key), "rb")  # noqa: SIM115 - caller closes
+            return open(self._path(key), "rb")
         except FileNotFoundError:
             raise ObjectMissing(key) from None
 
@@ -371,10 +375,8 @@ def _status(exc: Exception) -> int:
     return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
-def map_error(exc: Exception, what: str) -> StorageError:
+def map_error(exc: Exception, what: str) -> StorageError:  # noqa: PLR0911 - one return per class
     """Turn a botocore/urllib3 exception into a soft or hard :class:`StorageError`."""
-    from botocore.exceptions import BotoCoreError, ClientError
-
     if isinstance(exc, StorageError):
         return exc
     if isinstance(exc, ClientError):
@@ -419,9 +421,6 @@ class S3Store(Store):
 
     def __init__(self, settings: S3Settings, access_key: str, secret_key: str,
                  limiter: TokenBucket | None = None) -> None:
-        import boto3
-        from botocore.config import Config
-
         self.settings = settings
         self.bucket = settings.bucket
         self.prefix = settings.prefix.strip("/")
@@ -465,18 +464,16 @@ class S3Store(Store):
 
     # --- object lock ------------------------------------------------------------------------
     def object_lock_status(self) -> dict[str, Any]:
-        from botocore.exceptions import ClientError
-
         try:
             conf = self.client.get_object_lock_configuration(Bucket=self.bucket)["ObjectLockConfiguration"]
         except ClientError as exc:
-            if _code(exc) in LOCK_ABSENT_CODES or _status(exc) == 404 and _code(exc) != "NoSuchBucket":
+            if _code(exc) in LOCK_ABSENT_CODES or (_status(exc) == 404 and _code(exc) != "NoSuchBucket"):
                 status = {"object_lock": False, "mode": None, "days": None, "years": None,
                           "compliant": False}
                 self._lock_status = status
                 return dict(status)
             raise map_error(exc, f"reading the Object Lock configuration of {self.bucket}") from None
-        except Exception as exc:  # noqa: BLE001 - network errors of every kind
+        except Exception as exc:
             raise map_error(exc, f"reading the Object Lock configuration of {self.bucket}") from None
         retention = (conf.get("Rule") or {}).get("DefaultRetention") or {}
         enabled = conf.get("ObjectLockEnabled") == "Enabled"
@@ -498,15 +495,13 @@ class S3Store(Store):
 
     # --- reads ------------------------------------------------------------------------------
     def head(self, key: str) -> ObjectInfo | None:
-        from botocore.exceptions import ClientError
-
         try:
             r = self.client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _status(exc) == 404 or _code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise map_error(exc, f"HEAD {key}") from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise map_error(exc, f"HEAD {key}") from None
         finally:
             self._count("head")
@@ -523,7 +518,7 @@ class S3Store(Store):
         info = self.head(key)
         if info is None:
             raise ObjectMissing(key)
-        return io.BufferedReader(_RangeReader(self, key, info.size), buffer_size=4 * MiB)  # type: ignore[return-value]
+        return io.BufferedReader(_RangeReader(self, key, info.size), buffer_size=4 * MiB)
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
         out: list[ObjectInfo] = []
@@ -533,7 +528,7 @@ class S3Store(Store):
                 for o in page.get("Contents", []):
                     out.append(ObjectInfo(o["Key"], int(o["Size"]), None,
                                           str(o.get("ETag", "")).strip('"') or None, o.get("LastModified")))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise map_error(exc, f"listing {prefix or '/'}") from None
         return out
 
@@ -559,8 +554,6 @@ class S3Store(Store):
         return LimitedStream(io.BytesIO(data), self.limiter) if self.limiter is not None else data
 
     def _put_single(self, key: str, src: Path | bytes, digest: Digest) -> ObjectInfo:
-        from botocore.exceptions import ClientError
-
         data = src if isinstance(src, bytes) else Path(src).read_bytes()
         if len(data) != digest.size:
             raise VerifyFailed(key, f"local file is {len(data)} bytes, hashed {digest.size}")
@@ -574,7 +567,7 @@ class S3Store(Store):
             if _status(exc) == 412 or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
                 return self._existing(key, digest)
             raise map_error(exc, f"PUT {key}") from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise map_error(exc, f"PUT {key}") from None
         return ObjectInfo(key, digest.size, digest.sha256, str(r.get("ETag", "")).strip('"') or None)
 
@@ -603,8 +596,6 @@ class S3Store(Store):
 
     def _put_multipart(self, key: str, path: Path, digest: Digest,
                        checkpoint: Checkpoint | None) -> ObjectInfo:
-        from botocore.exceptions import ClientError
-
         n_parts = len(digest.part_md5s)
         upload_id = checkpoint.upload_id if checkpoint is not None else None
         held: dict[int, tuple[str, int]] = {}
@@ -624,7 +615,7 @@ class S3Store(Store):
                 upload_id = None
                 if checkpoint is not None:
                     checkpoint.forgotten()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise map_error(exc, f"ListParts {key}") from None
         if not upload_id:
             try:
@@ -632,7 +623,7 @@ class S3Store(Store):
                 upload_id = str(self.client.create_multipart_upload(
                     Bucket=self.bucket, Key=key, Metadata={"sha256": digest.sha256},
                     ContentType="application/octet-stream", **self._lock_args())["UploadId"])
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 raise map_error(exc, f"CreateMultipartUpload {key}") from None
             if checkpoint is not None:
                 checkpoint.started(upload_id, digest.part_size)
@@ -652,7 +643,8 @@ class S3Store(Store):
                 f.cancel()
             wait(not_done)  # parts in flight finish; they are kept for the resume
             err = errors[0]
-            raise map_error(err, f"UploadPart {key}") if isinstance(err, Exception) else err
+            assert isinstance(err, Exception)
+            raise map_error(err, f"UploadPart {key}")
         parts = [{"PartNumber": n, "ETag": f'"{digest.part_md5s[n - 1]}"'} for n in range(1, n_parts + 1)]
         try:
             self._count("complete")
@@ -667,11 +659,11 @@ class S3Store(Store):
                         self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
                 return info
             raise map_error(exc, f"CompleteMultipartUpload {key}") from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise map_error(exc, f"CompleteMultipartUpload {key}") from None
         return ObjectInfo(key, digest.size, digest.sha256, str(r.get("ETag", "")).strip('"') or None)
 
-    def _send_part(self, key: str, path: Path, upload_id: str, n: int, digest: Digest,
+    def _send_part(self, key: str, path: Path, upload_id: str, n: int, digest: Digest,  # noqa: PLR0917
                    checkpoint: Checkpoint | None) -> None:
         with open(path, "rb") as fh:
             fh.seek((n - 1) * digest.part_size)
@@ -686,7 +678,7 @@ class S3Store(Store):
         try:
             self.client.upload_part(Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=n,
                                     Body=self._body(data), ContentMD5=_b64(md5), ContentLength=len(data))
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise map_error(exc, f"UploadPart {key} #{n}") from None
         self._count("part_bytes", len(data))
         if checkpoint is not None:
@@ -702,7 +694,7 @@ class S3Store(Store):
                 if u["Key"] == key:
                     self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=u["UploadId"])
                     n += 1
-        except Exception as exc:  # noqa: BLE001 - housekeeping only
+        except Exception as exc:
             log.info("could not list or abort leftover uploads of %s: %s", key, exc)
         return n
 
@@ -735,7 +727,7 @@ class _RangeReader(io.RawIOBase):
             r = self._store.client.get_object(Bucket=self._store.bucket, Key=self._key,
                                               Range=f"bytes={self._pos}-{self._pos + want - 1}")
             data = r["Body"].read()
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise map_error(exc, f"GET {self._key}") from None
         n = len(data)
         buf[:n] = data
