@@ -233,11 +233,14 @@ class Catalog:
         (a seat that was offline for days) is found by a full refresh."""
         base = self.prefix + "/" if self.prefix else ""
         listed = [] if full else self._listed_days()
+        since: dt.date | None = None
+        prefixes = [base]
         if listed:
             since = (dt.date.fromisoformat(listed[-1]) - dt.timedelta(days=RESCAN_DAYS))
-            prefixes = self._day_prefixes(base, since, today or dt.datetime.now(dt.UTC).date())
-        else:
-            prefixes = [base]
+            if getattr(self.store, "kind", "") != "local":
+                # object stores list by prefix cheaply; a local folder store walks its whole tree
+                # for any prefix, so it is listed once and old days are skipped below
+                prefixes = self._day_prefixes(base, since, today or dt.datetime.now(dt.UTC).date())
         known = {r[0]: r[1] for r in self._db.execute("SELECT folder, manifest_key FROM sessions")}
         folders: dict[str, set[str]] = {}
         for p in prefixes:
@@ -249,6 +252,8 @@ class Catalog:
                     continue
                 parts = rel.split("/")
                 if len(parts) < 6:
+                    continue
+                if since is not None and "-".join(parts[:3]) < since.isoformat():
                     continue
                 folder = base + "/".join(parts[:5])
                 folders.setdefault(folder, set()).add(parts[-1] if len(parts) == 6 else "/".join(parts[5:]))
