@@ -21,6 +21,7 @@ from station.crypto.manifest import GENESIS, check_signature, manifest_hash
 from station.crypto.sealed import SealedReader, SealError, Truncated
 from station.crypto.session import SessionBusy, SessionSealer, recover_spool
 from station.crypto.verify import DirSource, verify_session
+from station.logs import AuditLog
 
 ID = nacl.public.PrivateKey.generate()
 RCPT = recipient_text(ID.public_key)
@@ -102,8 +103,11 @@ def test_sigkilled_writer_keeps_flushed_messages_and_recovery_marks_it_truncated
     size_before = media.stat().st_size
     # verify before recovery: open session, not intact
     assert main(["verify", SID]) == 3
-    recovered = recover_spool(station_home / "spool", sk)
+    audit = AuditLog(station_home / "audit" / "audit.log")
+    recovered = recover_spool(station_home / "spool", sk, audit=audit)
     assert [m["end_reason"] for m in recovered] == ["crash-recovered"]
+    assert [(r["event"], r["truncated_segments"]) for r in audit.records()
+            if r["event"] == "session-recovered"] == [("session-recovered", [2])]
     assert recovered[0]["truncated_segments"] == [2]
     man = json.loads((sdir / "seg-000002.manifest.json").read_bytes())
     assert man["truncated"]["media"]["note"].startswith("truncated at message 7")

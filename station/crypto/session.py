@@ -288,10 +288,11 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
 
 def recover_spool(spool_dir: str | os.PathLike[str],
                   signing_key: nacl.signing.SigningKey | bytes,
-                  station_id: str | None = None) -> list[dict[str, Any]]:
+                  station_id: str | None = None, audit: Any = None) -> list[dict[str, Any]]:
     """Close every crashed session in the spool (callable at station start and by `record`).
 
     Returns the session manifests written. Sessions in use by a live sealer are skipped.
+    With ``audit`` (a :class:`station.logs.AuditLog`), each recovery is also an audit record.
     """
     spool = Path(spool_dir)
     if not spool.is_dir():
@@ -302,4 +303,8 @@ def recover_spool(spool_dir: str | os.PathLike[str],
             man = recover_session(d, signing_key, station_id)
             if man is not None:
                 out.append(man)
+                if audit is not None:
+                    audit.append("session-recovered", session=man["session"],
+                                 segments=man["segments"],
+                                 truncated_segments=man["truncated_segments"])
     return out
