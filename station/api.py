@@ -37,13 +37,14 @@ import hmac
 import json
 import re
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from station import logs
 from station.errors import StationError, StopCode
 from station.flow import BadRequest, SessionFlow
-from station.shield import ShieldError, shield
+from station.shield import ShieldError, redact, shield
 
 log = logs.get("api")
 MAX_BODY_BYTES = 16 * 1024
@@ -111,6 +112,9 @@ class LocalApi:
                 log.debug("%s %s", self.address_string(), format % args)
 
         self.server = ThreadingHTTPServer((host, port), Handler)
+        self._audit_lock = threading.Lock()
+        self._last_audit_s = -1e9
+        self._suppressed = 0
         self.server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -147,12 +151,7 @@ class LocalApi:
         try:
             if not self._authorised(req):
                 self._drain(req)
-                if self.audit:
-                    self.audit.append("api_unauthorized", method=method, path=path[:100],
-                                      remote=req.client_address[0],
-                                      why="missing token" if not req.headers.get("Authorization")
-                                      else "wrong token")
-                log.warning("401 %s %s", method, path[:100])
+                self._audit_unauthorised(req, method, redact(path[:100]))
                 raise ApiError(401, "missing or wrong bearer token")
             route, sid = self._route(method, path)
             body = self._body(req) if method == "POST" else {}
@@ -168,6 +167,21 @@ class LocalApi:
             status, result = 500, {"error": f"internal error: {type(exc).__name__}"}
         self._send(req, status, result)
 
+    def _audit_unauthorised(self, req: BaseHTTPRequestHandler, method: str, path: str) -> None:
+        """One audit line per refused request, at most one per second: a client hammering the
+        API with bad tokens cannot flood the (fsync'ed) audit log; the next line counts the rest."""
+        now = time.monotonic()
+        with self._audit_lock:
+            if now - self._last_audit_s < 1.0:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed, self._last_audit_s = self._suppressed, 0, now
+        log.warning("401 %s %s", method, path)
+        if self.audit:
+            self.audit.append("api_unauthorized", method=method, path=path, remote=req.client_address[0],
+                              why="missing token" if not req.headers.get("Authorization") else "wrong token",
+                              suppressed_before=suppressed)
+
     def _route(self, method: str, path: str) -> tuple[str, str | None]:
         allowed = False
         for m, pattern, name in ROUTES:
@@ -178,7 +192,7 @@ class LocalApi:
                 allowed = True
         if allowed:
             raise ApiError(405, f"{method} is not allowed on {path}")
-        raise ApiError(404, f"no such endpoint: {path[:100]}")
+        raise ApiError(404, f"no such endpoint: {redact(path[:100])}")
 
     def _drain(self, req: BaseHTTPRequestHandler) -> None:
         try:

@@ -184,6 +184,8 @@ class SessionFlow:
     def _check_id(self, session_id: str | None) -> None:
         current = self.cur.session_id if self.cur else None
         if session_id is not None and session_id != current:
+            if current is None and session_id == self.last_session_id:
+                raise NotAllowed(f"change session {session_id}", "stopped")
             raise UnknownSession(session_id, current)
 
     # --- actions -----------------------------------------------------------------------------

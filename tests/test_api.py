@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import time
 
 import pytest
 
@@ -106,3 +107,22 @@ def test_wrong_state_unknown_path_and_wrong_session_get_their_own_status(api):
     assert call(api, "POST", "/sessions/current/markers", {"kind": "Bad Kind"})[0] == 400
     assert call(api, "POST", "/sessions/current/stop", raw=b"x" * 20000)[0] == 413
     assert api.flow.state == "consent"
+
+
+def test_refused_requests_are_audited_at_most_once_a_second_and_without_customer_data(api):
+    for _ in range(20):
+        assert call(api, "GET", "/sessions/13812345678/stop", token="bad")[0] == 401
+    lines = [r for r in api.audit.records() if r["event"] == "api_unauthorized"]
+    assert 1 <= len(lines) <= 3
+    assert "13812345678" not in api.audit.path.read_text()
+    time.sleep(1.05)
+    call(api, "GET", "/status", token="bad")
+    last = api.audit.records()[-1]
+    assert last["event"] == "api_unauthorized" and last["suppressed_before"] >= 17
+
+
+def test_a_stopped_session_answers_409_not_404(api):
+    status, out = call(api, "POST", "/sessions", {})
+    sid = out["session_id"]
+    assert call(api, "POST", f"/sessions/{sid}/stop")[0] == 200
+    assert call(api, "POST", f"/sessions/{sid}/stop")[0] == 409

@@ -293,9 +293,10 @@ class AgentWindow(QMainWindow):
             kind = "recording_warning"
         bg, fg = COLOURS.get(kind, COLOURS["idle"])
         calm = kind == "recording"
-        self.banner.setStyleSheet(f"background:{bg}; color:{fg}; border-radius:6px;"
-                                  f"padding:{'8px' if calm else '18px'};"
-                                  f"font-size:{'20pt' if calm else '28pt'};")
+        style = (f"background:{bg}; color:{fg}; border-radius:6px; padding:{'8px' if calm else '18px'};"
+                 f"font-size:{'20pt' if calm else '28pt'};")
+        if style != self.banner.styleSheet():  # re-polishing every second would be wasted work
+            self.banner.setStyleSheet(style)
         self.banner.setProperty("bannerKind", kind)
 
     def _refresh_warnings(self) -> None:
