@@ -27,6 +27,8 @@ class VideoSpec:
     crf: int = 28
     preset: str = "veryfast"
     keyframe_interval_s: float = 2.0
+    threads: int = 0          # x264 threads, 0 = auto
+    thread_type: str = "SLICE"
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,8 @@ class VideoEncoder:
             self.stream.time_base = MS
             self.stream.codec_context.time_base = MS
             self.stream.metadata["title"] = name
+            self.stream.codec_context.thread_count = spec.threads
+            self.stream.codec_context.thread_type = spec.thread_type
         except (av.error.FFmpegError, ValueError) as exc:
             raise EncoderError(name, exc) from exc
         self.frames = 0
@@ -67,7 +71,7 @@ class VideoEncoder:
             pts_ms = self.last_pts + 1
         code = cv2.COLOR_BGRA2YUV_I420 if img.shape[2] == 4 else cv2.COLOR_BGR2YUV_I420
         yuv = cv2.cvtColor(img, code)
-        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")
+        frame = av.VideoFrame.from_ndarray(yuv, format="yuv420p")  # type: ignore[arg-type]
         frame.pts, frame.time_base = pts_ms, MS
         try:
             packets = self.stream.encode(frame)

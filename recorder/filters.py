@@ -49,7 +49,7 @@ FilterFactory = Callable[..., FrameFilter]
 def masker_factory() -> FilterFactory | None:
     """``recorder.masking.make_filter`` if the masking package provides it, else None."""
     try:
-        from recorder import masking  # type: ignore[attr-defined]
+        from recorder import masking
     except ImportError:
         return None
     factory = getattr(masking, "make_filter", None)

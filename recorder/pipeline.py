@@ -108,7 +108,7 @@ class Pipeline:
         self.on_stopped, self.on_segment = on_stopped, on_segment
         rates = {"screen": config.screen.fps if config.screen else 1,
                  "camera": config.camera.fps if config.camera else 1,
-                 "audio": (config.audio.rate_hz / (microphone_block(microphone) or 960)) if config.audio else 1}
+                 "audio": config.audio.rate_hz / microphone_block(microphone) if config.audio else 1}
         self.queues: dict[str, DropQueue[Any]] = {
             n: DropQueue(max(4, int(rates[n] * config.queue_s))) for n in self.sources}
         self.totals: dict[str, StreamStats] = {n: StreamStats() for n in self.sources}
@@ -158,7 +158,7 @@ class Pipeline:
             for name, src in self.sources.items():
                 src.start(self.queues[name])
             deadline = time.monotonic() + first_item_timeout_s
-            for name, src in self.sources.items():
+            for src in self.sources.values():
                 while src.captured == 0 and src.error is None and time.monotonic() < deadline:
                     time.sleep(0.005)
                 src.check()
@@ -231,7 +231,7 @@ class Pipeline:
                     src.check()
                 self._collect()
                 self._release(self.clock.now_ns() - self.cfg.holdback_ms * 1_000_000)
-                self._stop_evt.wait(0.01)
+                self._stop_evt.wait(0.02)
             code, error = self._stop_code or StopCode.NORMAL, self._stop_error
         except StationError as exc:
             code, error = exc.stop_code or StopCode.ENCODER_ERROR, exc
@@ -268,12 +268,11 @@ class Pipeline:
 
     def _collect(self) -> None:
         for name, q in self.queues.items():
-            for item in q.drain():
-                if name == "audio":
-                    item = self._gate_audio(item)
-                    if item is None:
-                        continue
-                elif item.capture_ns < self.gate_ns or item.capture_ns >= self.end_ns:
+            for raw in q.drain():
+                item = self._gate_audio(raw) if name == "audio" else raw
+                if item is None:
+                    continue
+                if name != "audio" and not self.gate_ns <= item.capture_ns < self.end_ns:
                     continue
                 self.totals[name].captured += 1
                 heapq.heappush(self._heap, (item.capture_ns, next(self._tie), name, item))
@@ -353,7 +352,8 @@ class Pipeline:
             self._audio_drift_ema = 0.9 * self._audio_drift_ema + 0.1 * drift
             snap = self.cfg.audio_snap_ms * rate // 1000
             # a real gap (overflow, lost blocks) shows at once; clock drift through the average
-            fix = drift if drift > 5 * snap else (int(self._audio_drift_ema) if abs(self._audio_drift_ema) > snap else 0)
+            smoothed = int(self._audio_drift_ema) if abs(self._audio_drift_ema) > snap else 0
+            fix = drift if drift > 5 * snap else smoothed
             if fix > 0:
                 self.audio_silence_inserted += fix
                 self._encode_audio(np.zeros((fix, samples.shape[1]), np.float32))

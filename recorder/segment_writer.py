@@ -9,6 +9,7 @@ Each segment has its own encoders, so it starts with a keyframe on every video s
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Protocol
 
 import av
@@ -104,7 +105,5 @@ class SegmentWriter:
         if self.closed:
             return
         self.closed = True
-        try:
+        with contextlib.suppress(Exception):  # already failing; what was flushed stands
             self.container.close()
-        except Exception:  # noqa: S110 - already failing; the sealed part flushed so far stands
-            pass

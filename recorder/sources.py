@@ -9,6 +9,7 @@ the consumer side (``source.check()``), never a silent thread death.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import threading
 import time
@@ -26,7 +27,7 @@ from station.errors import DeviceLost, UsageError
 log = logs.get("capture")
 
 
-class Source(abc.ABC):
+class Source(abc.ABC):  # noqa: B024 - template methods with optional hooks
     """A capture device that pushes timestamped items to a queue."""
 
     name = "source"
@@ -89,7 +90,7 @@ class Source(abc.ABC):
         self.last_capture_ns = item.capture_ns
         self.queue.offer(item)
 
-    def _open(self) -> None:
+    def _open(self) -> None:  # noqa: B027 - optional hook
         """Open the device (raises on the caller's thread, before anything runs)."""
 
     def _start_impl(self) -> None:
@@ -101,7 +102,7 @@ class Source(abc.ABC):
             self._thread.join(5)
         self._close()
 
-    def _close(self) -> None:
+    def _close(self) -> None:  # noqa: B027 - optional hook
         """Release the device."""
 
     def _guarded(self) -> None:
@@ -209,7 +210,7 @@ class ScreenSource(PacedSource):
         if isinstance(self.spec, tuple):
             x, y, w, h = self.spec
             return {"left": x, "top": y, "width": w, "height": h}
-        if self.spec < len(monitors):
+        if isinstance(self.spec, int) and self.spec < len(monitors):
             return dict(monitors[self.spec])
         return dict(monitors[1] if len(monitors) > 1 else monitors[0])
 
@@ -230,10 +231,8 @@ class ScreenSource(PacedSource):
 
     def _relayout(self) -> None:
         # mss caches the monitor list; drop the cache so a plugged/unplugged monitor shows up
-        try:
-            self._sct._monitors = None  # noqa: SLF001  (mss re-enumerates on the next access)
-        except AttributeError:
-            pass
+        with contextlib.suppress(AttributeError):
+            self._sct._monitors = None
         area = self._resolve()
         if area != self._area:
             log.warning("screen layout changed: %s -> %s", self._area, area)
@@ -370,7 +369,7 @@ class MicrophoneSource(Source):
             device = int(device) if device.isdigit() else (device or None)
         self.device = device
         self.rate_hz, self.channels = int(rate_hz), int(channels)
-        self.block_frames = block_frames or self.rate_hz // 50
+        self.block_frames = block_frames or self.rate_hz // 20  # 50 ms: fewer wake-ups, same pts
         self.overflows = 0
         self.level_dbfs = -120.0
         self.callbacks = 0

@@ -14,6 +14,7 @@ code other than ``normal`` is an unexpected stop: device lost, disk full, encode
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import secrets
@@ -46,10 +47,8 @@ def folder_size_bytes(path: Path) -> int:
     total = 0
     for root, _dirs, files in os.walk(path):
         for f in files:
-            try:
+            with contextlib.suppress(OSError):  # a file removed while we walk
                 total += os.stat(os.path.join(root, f)).st_size
-            except OSError:
-                pass
     return total
 
 
@@ -135,8 +134,8 @@ class RecordingSession:
         if self.fake_devices:
             return {"screen": fake.FakeScreenSource(clock, fps=cap.screen_fps, width=cap.screen_width,
                                                     height=cap.screen_height),
-                    "camera": fake.FakeCameraSource(clock, fps=cap.camera_fps, width=cap.camera_width,
-                                                    height=cap.camera_height) if self.camera_src != "" else None,
+                    "camera": None if self.camera_src == "" else fake.FakeCameraSource(
+                        clock, fps=cap.camera_fps, width=cap.camera_width, height=cap.camera_height),
                     "microphone": fake.FakeMicrophoneSource(clock, rate_hz=cap.audio_rate_hz,
                                                             channels=cap.audio_channels)}
         return {"screen": sources.ScreenSource(clock, monitor=self.monitor, fps=cap.screen_fps,
@@ -145,8 +144,8 @@ class RecordingSession:
                 "camera": sources.CameraSource(clock, self.camera_src, width=cap.camera_width,
                                                height=cap.camera_height, fps=cap.camera_fps)
                 if self.camera_src != "" else None,
-                "microphone": sources.MicrophoneSource(clock, self.mic_device or None,
-                                                       rate_hz=cap.audio_rate_hz, channels=cap.audio_channels)}
+                "microphone": sources.MicrophoneSource(
+                    clock, self.mic_device or None, rate_hz=cap.audio_rate_hz, channels=cap.audio_channels)}
 
     def _device_event(self, kind: str, fields: dict[str, Any]) -> None:
         if self.oplog is not None:
@@ -291,7 +290,7 @@ class RecordingSession:
         streams: dict[str, dict[str, Any]] = {}
         for name, tot in p.totals.items():
             d = tot.as_dict()
-            d["frames"] = tot.encoded if name != "audio" else tot.encoded
+            d["frames"] = tot.encoded  # audio: samples
             d["dropped"] = p.queues[name].dropped
             streams[name] = d
         if "audio" in streams:
@@ -303,6 +302,7 @@ class RecordingSession:
                                     resets=p.audio_resets)
         if error is not None:
             self.errors.append(f"{type(error).__name__}: {error}")
+        assert self.clock is not None
         summary = {"session_id": self.session_id, "session_dir": str(self.session_dir),
                    "stop_code": str(code), "segments": p.seq, "streams": streams,
                    "markers": self.markers, "errors": list(self.errors),
@@ -363,7 +363,7 @@ class RecordingSession:
     def health(self) -> dict[str, Any]:
         if self.pipeline is None:
             return {"state": self.state, "streams": {}, "errors": list(self.errors)}
-        h = self.pipeline.health()
+        h: dict[str, Any] = self.pipeline.health()
         h.update(state=self.state, session_id=self.session_id, disk_free_mb=self._free_mb,
                  errors=list(self.errors), stop_code=str(self.stop_code) if self.stop_code else None)
         return h

@@ -55,7 +55,7 @@ class Stimulus:
         buf = self.buf
 
         class Flash(QWidget):
-            def paintEvent(self, _ev: object) -> None:  # noqa: N802
+            def paintEvent(self, _ev: object) -> None:
                 now = time.monotonic()
                 k = next((i for i, b in enumerate(beeps) if b <= now < b + FLASH_S), None)
                 buf[...] = 255 if k is not None else 0
@@ -109,13 +109,13 @@ class Stimulus:
         self.win.close()
 
 
-def _screen_stamp(frame) -> np.ndarray:  # noqa: ANN001
+def _screen_stamp(frame) -> np.ndarray:
     y = frame.planes[0]
     gray = np.frombuffer(y, np.uint8).reshape(-1, y.line_size)[:BLOCK * 2 + 8, :BLOCK * BITS + 8]
     return np.asarray(read_stamp(gray))
 
 
-def station_cmd(st, *args: str) -> list[str]:  # noqa: ANN001
+def station_cmd(st, *args: str) -> list[str]:
     return [sys.executable, "-m", "station.cli", "record", "--json", "--policy", str(st.policy_path),
             "--data-dir", str(st.home), *args]
 

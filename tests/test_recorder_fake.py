@@ -16,7 +16,7 @@ from tests.recordkit import decode_media, make_station, onsets_ms, oplog_events,
 pytestmark = pytest.mark.integration
 
 
-def _stamp(frame):  # noqa: ANN001, ANN202
+def _stamp(frame):
     img = frame.to_ndarray(format="gray")
     return np.asarray(read_stamp(img))
 

@@ -52,9 +52,9 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
             done.wait(min(0.25, left))
         summary = rec.stop()
     except KeyboardInterrupt:
-        summary = rec.stop() if rec.state != "idle" else None
-        if summary is None:
+        if rec.state == "idle":
             raise
+        summary = rec.stop()
     finally:
         signal.signal(signal.SIGTERM, previous)
     out = {"session_id": summary["session_id"], "segments": summary["segments"],

@@ -1,0 +1,132 @@
+"""Recording cost: `station record` (sealing on) vs the ffmpeg CLI doing the same capture.
+
+Both capture the same Xvfb screen (1920x1080 @ 15 fps, cursor drawn), the same camera file
+(1280x720 @ 25 fps, read in real time, looped), the PulseAudio default source (48 kHz mono) and
+encode with the same settings (libx264 veryfast/zerolatency, CRF 28 screen / 26 camera, keyframe
+every 2 s, AAC 64 kbit/s) into Matroska. ffmpeg writes to /dev/null; the station seals into its
+spool. Prints CPU seconds per second of recording (user + system, whole process incl. start-up),
+their ratio (target <= 0.9), dropped frames and peak RSS.
+
+Run with the test services:  ./dev bench record_vs_ffmpeg [--seconds 60]
+Numbers on a machine shared with other work are indicative only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None
+                 ) -> tuple[int, float, float, float, str, str]:
+    """(returncode, cpu_s, wall_s, peak_rss_mib, stdout, stderr) of one child process."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        t0 = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        _, status, ru = os.wait4(proc.pid, 0)
+        wall = time.monotonic() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        out.seek(0)
+        err.seek(0)
+        return (proc.returncode, ru.ru_utime + ru.ru_stime, wall, ru.ru_maxrss / 1024,
+                out.read().decode(errors="replace"), err.read().decode(errors="replace"))
+
+
+def make_camera(path: Path) -> None:
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=size=1280x720:rate=25:duration=10", "-c:v", "libx264", "-preset",
+                    "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
+
+
+def station(seconds: float, cam: Path, home: Path) -> dict[str, float | str]:
+    import nacl.public
+    import nacl.signing
+
+    from station.crypto.keys import recipient_text
+    from station.secrets import SIGNING_KEY, SecretStore
+
+    ident = nacl.public.PrivateKey.generate()
+    (home / "policy.toml").write_text(
+        f'[crypto]\nrecipients = ["{recipient_text(ident.public_key)}"]\n'
+        '[masking]\nenabled = false\n[spool]\nmin_free_mb = 64\n', encoding="utf-8")
+    env = dict(os.environ, STATION_KEYRING_SERVICE="dualrec-bench-" + uuid.uuid4().hex[:8])
+    store = SecretStore(env["STATION_KEYRING_SERVICE"])
+    store.set_bytes(SIGNING_KEY, bytes(nacl.signing.SigningKey.generate()))
+    try:
+        rc, cpu, wall, rss, out, err = run_measured(
+            [sys.executable, "-m", "station.cli", "record", "--json", "--policy", str(home / "policy.toml"),
+             "--data-dir", str(home), "--duration", str(seconds), "--monitor", "1", "--camera", str(cam),
+             "--mic", "pulse"], env)
+    finally:
+        store.delete(SIGNING_KEY)
+    if rc != 0:
+        raise SystemExit(f"station record failed: {err[-2000:]}")
+    r = json.loads(out)
+    drops = sum(s["dropped"] for s in r["streams"].values())
+    spool = sum(f.stat().st_size for f in (home / "spool").rglob("*.drseg"))
+    return {"cpu_s": cpu, "wall_s": wall, "rss_mib": rss, "dropped": drops,
+            "mbit_s": spool * 8 / 1e6 / seconds,
+            "detail": ", ".join(f"{n} {s['frames']} (drop {s['dropped']})" for n, s in r["streams"].items())}
+
+
+def ffmpeg(seconds: float, cam: Path) -> dict[str, float | str]:
+    display = os.environ["DISPLAY"]
+    cmd = ["ffmpeg", "-hide_banner", "-nostdin", "-y", "-stats",
+           "-f", "x11grab", "-framerate", "15", "-video_size", "1920x1080", "-draw_mouse", "1",
+           "-thread_queue_size", "64", "-i", display,
+           "-re", "-stream_loop", "-1", "-thread_queue_size", "64", "-i", str(cam),
+           "-f", "pulse", "-thread_queue_size", "64", "-sample_rate", "48000", "-channels", "1",
+           "-i", "default",
+           "-map", "0:v", "-map", "1:v", "-map", "2:a",
+           "-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-pix_fmt", "yuv420p",
+           "-crf:v:0", "28", "-g:v:0", "30", "-keyint_min:v:0", "30",
+           "-crf:v:1", "26", "-g:v:1", "50", "-keyint_min:v:1", "50", "-sc_threshold", "0",
+           "-c:a", "aac", "-b:a", "64k", "-ar", "48000", "-ac", "1",
+           "-t", str(seconds), "-f", "matroska", "/dev/null"]
+    rc, cpu, wall, rss, _out, err = run_measured(cmd)
+    if rc != 0:
+        raise SystemExit(f"ffmpeg failed: {err[-2000:]}")
+    drops = re.findall(r"drop=\s*(\d+)", err)
+    frames = re.findall(r"frame=\s*(\d+)", err)
+    return {"cpu_s": cpu, "wall_s": wall, "rss_mib": rss, "dropped": int(drops[-1]) if drops else 0,
+            "mbit_s": float("nan"), "detail": f"frames {frames[-1] if frames else '?'} (first output stream)"}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=60.0)
+    args = ap.parse_args()
+    if "DISPLAY" not in os.environ or not shutil.which("ffmpeg"):
+        raise SystemExit("needs the test services (./dev bench record_vs_ffmpeg) and the ffmpeg CLI")
+    with tempfile.TemporaryDirectory(prefix="bench-rec-") as tmp:
+        cam = Path(tmp) / "camera.mp4"
+        make_camera(cam)
+        home = Path(tmp) / "home"
+        home.mkdir()
+        print(f"standard profile, {args.seconds:g} s, load average before: {os.getloadavg()[0]:.2f}")
+        st = station(args.seconds, cam, home)
+        ff = ffmpeg(args.seconds, cam)
+        print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"{'':8} {'CPU s':>7} {'CPU s/s':>8} {'peak RSS':>9} {'dropped':>8}  detail")
+    for name, r in (("station", st), ("ffmpeg", ff)):
+        print(f"{name:8} {r['cpu_s']:7.1f} {r['cpu_s'] / args.seconds:8.3f} {r['rss_mib']:7.0f}MB "
+              f"{r['dropped']:8}  {r['detail']}")
+    ratio = (st["cpu_s"] / ff["cpu_s"]) if ff["cpu_s"] else float("nan")
+    print(f"ratio station/ffmpeg: {ratio:.2f} (target <= 0.9, sealing on); "
+          f"station sealed output {st['mbit_s']:.2f} Mbit/s")
+
+
+if __name__ == "__main__":
+    main()
