@@ -145,29 +145,47 @@ def fold(text: str) -> str:
 
 
 def _digitise(text: str) -> str:
-    """Confusable letters -> digits inside tokens that are mostly digits (same length)."""
+    """Confusable letters -> digits inside mostly-numeric runs (same length).
+
+    A token is a run of digits and confusable letters; tokens joined by single separators form a
+    run. A token converts when it has a real digit and its run is mostly digits; letter prefixes
+    (two leading confusables, or a token right after another letter) stay letters: 'SO-2024...'.
+    """
     chars = list(text)
     n = len(chars)
+    tokens: list[tuple[int, int]] = []
     i = 0
     while i < n:
         if chars[i].isdigit() or chars[i] in CONFUSABLE:
             j = i
             while j < n and (chars[j].isdigit() or chars[j] in CONFUSABLE):
                 j += 1
-            token = chars[i:j]
-            digits = sum(c.isdigit() for c in token)
-            lead = 0
-            while lead < len(token) and not token[lead].isdigit():
-                lead += 1
-            prefixed = i > 0 and chars[i - 1].isascii() and chars[i - 1].isalpha()
-            first = i + lead if (lead >= 2 or prefixed) else i  # letter prefixes stay letters
-            if digits and digits * 2 >= len(token):
-                for k in range(first, j):
-                    if not chars[k].isdigit():
-                        chars[k] = CONFUSABLE[chars[k]]
+            tokens.append((i, j))
             i = j
         else:
             i += 1
+    k = 0
+    while k < len(tokens):
+        run = [tokens[k]]
+        while k + 1 < len(tokens) and tokens[k + 1][0] - run[-1][1] == 1 and chars[run[-1][1]] in SEPARATORS:
+            k += 1
+            run.append(tokens[k])
+        k += 1
+        total = sum(e - s for s, e in run)
+        digits = sum(chars[x].isdigit() for s, e in run for x in range(s, e))
+        if not digits or digits * 2 < total:
+            continue
+        for s, e in run:
+            if not any(chars[x].isdigit() for x in range(s, e)):
+                continue
+            lead = 0
+            while s + lead < e and not chars[s + lead].isdigit():
+                lead += 1
+            prefixed = s > 0 and chars[s - 1].isascii() and chars[s - 1].isalpha()
+            first = s + lead if (lead >= 2 or prefixed) else s
+            for x in range(first, e):
+                if not chars[x].isdigit():
+                    chars[x] = CONFUSABLE[chars[x]]
     return "".join(chars)
 
 
@@ -226,6 +244,8 @@ def _number_findings(text: str, norm: str) -> list[Finding]:
                     continue
                 raw = "".join(norm[x:y] for x, y in groups[a:b + 1])
                 rule = _classify_number(raw, norm, s)
+                if rule == "bank_card" and _grouping_continues(groups, a, b):
+                    rule = None  # part of a longer 4-grouped number that fails as a whole
                 if rule is None:
                     continue
                 while s > 0 and norm[s - 1] in "+(":
@@ -235,6 +255,14 @@ def _number_findings(text: str, norm: str) -> list[Finding]:
                 break
         found.extend(best)
     return found
+
+
+def _grouping_continues(groups: list[tuple[int, int]], a: int, b: int) -> bool:
+    if b - a < 1 or any(e - s != 4 for s, e in groups[a:b + 1]):
+        return False
+    after = b + 1 < len(groups) and groups[b + 1][1] - groups[b + 1][0] <= 4
+    before = a > 0 and groups[a - 1][1] - groups[a - 1][0] == 4
+    return after or before
 
 
 def _classify_number(raw: str, norm: str, start: int) -> str | None:
