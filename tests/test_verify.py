@@ -120,7 +120,7 @@ def _base_session(root: Path) -> tuple[Path, str]:
     return make_session(root / SID, sk, 3), station_text(sk.verify_key)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=50, deadline=None)
 @given(data=st.data())
 def test_any_single_change_to_a_session_is_reported_not_intact_and_never_crashes(
         data: st.DataObject) -> None:
