@@ -194,3 +194,28 @@ def test_spool_file_changed_after_hashing_is_refused_by_the_server_via_content_m
     assert "BadDigest" in result["error"]
     assert not any(k.endswith("media.drseg") for k in all_versions(s3, s3_bucket))
     assert media.exists() and result["backlog"]["failed"] >= 1
+
+
+def test_background_loop_uploads_sessions_sealed_while_it_runs_and_stops_promptly(
+        s3: S3Server, s3_lock_bucket: str, station_home: Path) -> None:
+    import threading
+    import time
+
+    (station_home / "spool").mkdir()
+    up = _uploader(s3, s3_lock_bucket, station_home, poll_s=0.1)
+    stop = threading.Event()
+    t = threading.Thread(target=up.run_forever, args=(stop,), kwargs={"rescan_s": 0.2})
+    t.start()
+    try:
+        time.sleep(0.5)
+        sd = sealed_session(station_home / "spool", segments=1)
+        deadline = time.monotonic() + 30
+        while sd.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not sd.exists()
+        assert backlog(station_home)["count"] == 0
+    finally:
+        stop.set()
+        t.join(10)
+    assert not t.is_alive()
+    assert len(all_versions(s3, s3_lock_bucket)) == 5

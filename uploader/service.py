@@ -304,20 +304,26 @@ class Uploader:
         return self.policy.upload.during_call == "pause" and bool(self.call_active())
 
     def drain(self, *, wait_retries: bool = True, timeout_s: float | None = None,
-              stop: threading.Event | None = None) -> dict[str, Any]:
+              stop: threading.Event | None = None, retry_now: bool = True,
+              check: bool = True) -> dict[str, Any]:
         """Upload until nothing is pending (``wait_retries``: also wait out soft-failure backoffs),
-        a hard failure, ``timeout_s`` or ``stop``. Returns a summary."""
+        a hard failure, ``timeout_s`` or ``stop``. Returns a summary.
+
+        ``retry_now``: failed entries are due at once (an operator asked); ``check``: read the
+        bucket's Object Lock status first and apply the policy."""
         stop = stop or threading.Event()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        self.journal.retry_all_now()
+        if retry_now:
+            self.journal.retry_all_now()
         hard: list[str] = []
         inflight: dict[str, Future[Outcome]] = {}
         self.scan()
         error: str | None = None
-        try:
-            self.check_store()
-        except StorageError as exc:
-            return self._summary(str(exc))
+        if check or self.object_lock is None:
+            try:
+                self.check_store()
+            except StorageError as exc:
+                return self._summary(str(exc))
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="upload") as pool:
             while not stop.is_set():
                 self.scan()
@@ -369,13 +375,19 @@ class Uploader:
         return self._summary(error)
 
     def run_forever(self, stop: threading.Event, rescan_s: float = 5.0) -> None:
-        """The background loop of the running app: drain, then wait for new sealed files."""
+        """The background loop of the running app: upload whatever is ready, wait for new sealed
+        files, back off (up to ``upload.retry_max_s``) while storage is unusable. Returns soon
+        after ``stop`` is set (an upload in flight is finished or left for the resume)."""
+        errors = 0
         while not stop.is_set():
             try:
-                self.drain(wait_retries=True, stop=stop, timeout_s=rescan_s)
-            except Exception:
+                result = self.drain(wait_retries=True, stop=stop, retry_now=False,
+                                    check=errors > 0 or self.object_lock is None)
+                errors = errors + 1 if result.get("error") else 0
+            except Exception:  # noqa: BLE001 - the loop must survive anything; it is logged
                 log.exception("upload loop error")
-            stop.wait(rescan_s if not self.journal.entries(PENDING) else self.poll_s)
+                errors += 1
+            stop.wait(self.backoff.delay_s(errors) if errors else rescan_s)
 
     # --- helpers ------------------------------------------------------------------------------
     def _part_bytes(self) -> int:
