@@ -40,7 +40,7 @@ from typing import Any, BinaryIO
 import nacl.bindings as nb
 import nacl.exceptions
 import nacl.public
-from nacl._sodium import ffi
+from nacl._sodium import ffi  # to snapshot/restore the 52-byte secretstream state for seek()
 
 from station.crypto.keys import parse_identity, parse_recipient
 from station.errors import StationError
