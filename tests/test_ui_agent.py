@@ -235,3 +235,38 @@ def test_qt_messages_go_to_the_ui_logger(qapp):
         qInstallMessageHandler(None)
         logger.removeHandler(handler)
     assert any(r.levelno == logging.WARNING and "Qt: font cache is stale" in r.getMessage() for r in seen)
+
+
+@pytest.mark.integration
+def test_camera_lost_mid_session_stops_recording_visibly_and_seals_the_code(qtbot, station_home,
+                                                                            keyring_service, tmp_path):
+    """A real camera stream (a FIFO fed by ffmpeg, read by OpenCV) ends mid-call: the recording
+    stops with device-lost, the banner turns red, the tray notifies, the manifest says why."""
+    import os
+    import subprocess
+
+    fifo = tmp_path / "camera.ts"
+    os.mkfifo(fifo)
+    feeder = subprocess.Popen(["ffmpeg", "-loglevel", "error", "-re", "-f", "lavfi", "-i",
+                               "testsrc=size=160x120:rate=10", "-t", "2.5", "-c:v", "mpeg2video",
+                               "-f", "mpegts", "-y", str(fifo)])
+    try:
+        st = make_station(station_home, **{**SMALL, "capture.camera": str(fifo)})
+        ctx = Context(data_dir=station_home, policy_path=st.policy_path)
+        app = App(ctx, fake_devices=False, desktop=False, upload=False)
+        gui = make_gui(qtbot, app)
+        click(qtbot, gui.window.start_button)
+        wait_state(qtbot, gui, "consent", timeout=20000)
+        click(qtbot, gui.window.agree_button)
+        wait_state(qtbot, gui, "stopped", timeout=30000)
+    finally:
+        feeder.kill()
+        feeder.wait()
+    w = gui.window
+    assert app.flow.stop_code == "device-lost"
+    assert w.banner.property("bannerKind") == "stopped_error"
+    assert w.banner.text() == "RECORDING STOPPED: device lost"
+    qtbot.waitUntil(lambda: bool(gui.tray.notifications))
+    assert gui.tray.notifications[-1][0] == "Recording stopped"
+    manifest = json.loads((ctx.spool_dir / app.flow.last_session_id / "session.json").read_text())
+    assert manifest["end_reason"] == "device-lost"
