@@ -64,6 +64,8 @@ class TimelineWidget(QWidget):
 
     seek_requested = Signal(float)
     ROWS = ("segment", "marker", "event", "pause", "masked", "qc")
+    ROW_NAMES = {"segment": "segments", "marker": "markers", "event": "op-log", "pause": "pauses",
+                 "masked": "masked", "qc": "QC"}
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -105,6 +107,9 @@ class TimelineWidget(QWidget):
             r = self._row_rect(row)
             p.setPen(QColor("#e0e0e0"))
             p.drawLine(QPointF(8, r.bottom()), QPointF(self.width() - 8, r.bottom()))
+            p.setPen(QColor("#9e9e9e"))
+            p.drawText(QRectF(self.width() - 60, r.top(), 52, r.height()),
+                       int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight), self.ROW_NAMES[row])
         for it in self.items:
             row = "pause" if it.kind == "gap" else it.kind
             r = self._row_rect(row)
@@ -121,6 +126,9 @@ class TimelineWidget(QWidget):
                 p.setPen(Qt.PenStyle.NoPen)
                 p.drawPolygon(QPolygonF([QPointF(x0 - 5, r.top() + 2), QPointF(x0 + 5, r.top() + 2),
                                          QPointF(x0, r.bottom() - 2)]))
+                p.setPen(colour)
+                p.drawText(QRectF(x0 + 7, r.top() - 1, 170, r.height() + 2),
+                           int(Qt.AlignmentFlag.AlignVCenter), it.label.split(": ", 1)[-1])
             elif it.kind == "event":
                 p.setPen(QPen(QColor(COLOURS["event"]), 1.5))
                 p.drawLine(QPointF(x0, r.top() + 3), QPointF(x0, r.bottom() - 3))

@@ -256,6 +256,7 @@ class ReviewWindow(QMainWindow):
         self.table = QTableView()
         self.table.setModel(self.model)
         self.table.setSortingEnabled(True)
+        self.table.horizontalHeader().setSortIndicator(1, Qt.SortOrder.DescendingOrder)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
@@ -300,6 +301,12 @@ class ReviewWindow(QMainWindow):
         self.model.reload()
         self._update_count()
 
+    def _fit_columns(self) -> None:
+        if len(self.model.rows) <= 2000:   # fitting reads every row: skip it for big catalogs
+            self.table.resizeColumnsToContents()
+        else:
+            self.table.setColumnWidth(0, 220)
+
     def _update_count(self) -> None:
         self.count_label.setText(f"{len(self.model.rows)} of {self.setup.catalog.count()} sessions")
 
@@ -324,6 +331,7 @@ class ReviewWindow(QMainWindow):
             return
         self.model.reload()
         self._update_count()
+        self._fit_columns()
         self.statusBar().showMessage(f"catalog: {counts['total']} sessions ({counts['added']} new)")
         self.refreshed.emit(counts)
         if self.setup.compute_qc:
@@ -360,6 +368,7 @@ class ReviewWindow(QMainWindow):
 
     def _on_qc_done(self, session_id: str) -> None:
         self.model.reload()
+        self._fit_columns()
         self.qc_updated.emit(session_id)
 
     def selected_row(self) -> SessionRow | None:
