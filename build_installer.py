@@ -590,9 +590,13 @@ def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = ()
             skipped.append("run")
 
         session_id = None
+        export_files: list[str] = []
+        masking: dict[str, object] = {}
         if "record" in commands:
             s = step("record", "record", "--duration", str(record_seconds), "--fake-devices")
             session_id = _find_session_id(s.stdout, Path(env["STATION_HOME"]))
+            masking = _check_masking(Path(env["STATION_HOME"]) / "spool" / str(session_id),
+                                     masking_off="masking.enabled=false" in policy_set)
         else:
             skipped.append("record")
 
@@ -609,9 +613,24 @@ def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = ()
         else:
             skipped.append("verify")
 
+        # a reviewer's audited export with the archive identity: the sealed media decrypt and mux
+        identity = keys / "archive.key"
+        if "export" in commands and session_id and identity.exists():
+            out_dir = tmp / "export"
+            s = step("export", "export", session_id, "--identity", str(identity), "--out", str(out_dir),
+                     "--reason", "installer smoke test")
+            exported = sorted(p for p in out_dir.rglob("*") if p.is_file())
+            media = [p for p in exported if p.suffix in (".mkv", ".mp4", ".webm") and p.stat().st_size > 0]
+            if not media:
+                raise BuildError(f"export wrote no playable media: {[p.name for p in exported]}")
+            export_files = [p.relative_to(out_dir).as_posix() for p in exported]
+        else:
+            skipped.append("export")
+
     result = {"exe": str(exe), "ok": True, "seconds": round(time.monotonic() - t_start, 1),
               "steps": [{"name": s.name, "seconds": s.seconds, "rc": s.returncode} for s in steps],
-              "skipped": skipped, "session_id": session_id}
+              "skipped": skipped, "session_id": session_id, "exported": export_files,
+              "masking": masking}
     return result
 
 
@@ -680,6 +699,31 @@ def _gui_step(exe: Path, env: dict[str, str], cwd: Path, timeout_s: float = 90) 
         raise BuildError(f"smoke step 'gui' failed: {why}\n--- stderr ---\n{stderr[-4000:]}")
     step.ok = True
     return step
+
+
+def _check_masking(session_dir: Path, masking_off: bool) -> dict[str, object]:
+    """The masking summary of the first segment manifest (plain signed JSON): with masking on,
+    the OCR model bundled for it must have loaded and read the text on the fake screen."""
+    manifests = sorted(session_dir.glob("seg-*.manifest.json"))
+    if not manifests:
+        raise BuildError(f"record left no segment manifest in {session_dir}")
+    stats = json.loads(manifests[0].read_text("utf-8")).get("stats", {})
+    summary = stats.get("masking")
+    if not isinstance(summary, dict):
+        return {}
+    if masking_off:
+        return summary
+    problems = []
+    if not summary.get("enabled"):
+        problems.append("masking did not run although the policy enables it")
+    if summary.get("worker_error") or summary.get("frames_failed"):
+        problems.append(f"OCR failed: {summary.get('worker_error')}, "
+                        f"{summary.get('frames_failed')} frames failed")
+    if not summary.get("lines_read"):
+        problems.append("OCR read no line of the fake screen (model missing from the bundle?)")
+    if problems:
+        raise BuildError("smoke: masking in the frozen program: " + "; ".join(problems) + f" ({summary})")
+    return summary
 
 
 def _find_session_id(stdout: str, home: Path) -> str | None:
