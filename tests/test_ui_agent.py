@@ -270,3 +270,27 @@ def test_camera_lost_mid_session_stops_recording_visibly_and_seals_the_code(qtbo
     assert gui.tray.notifications[-1][0] == "Recording stopped"
     manifest = json.loads((ctx.spool_dir / app.flow.last_session_id / "session.json").read_text())
     assert manifest["end_reason"] == "device-lost"
+
+
+@pytest.mark.integration
+def test_no_face_warning_from_the_real_camera_thumbnail_reaches_window_tray_and_sealed_log(
+        qtbot, station_home, keyring_service):
+    st = make_station(station_home, **{**SMALL, "ui.warn_no_face_s": 1})
+    ctx = Context(data_dir=station_home, policy_path=st.policy_path)
+    app = App(ctx, fake_devices=True, desktop=False, upload=False).start()
+    try:
+        gui = make_gui(qtbot, app)
+        app.flow.start()
+        app.flow.agree()
+        qtbot.waitUntil(lambda: gui.window.warnings_label.isVisible(), timeout=15000)
+        assert "No face on camera" in gui.window.warnings_label.text()
+        assert gui.window.banner.property("bannerKind") == "recording_warning"
+        assert "No face on camera" in gui.tray.toolTip()
+        preview = gui.window.preview
+        qtbot.waitUntil(lambda: preview.pixmap() is not None and not preview.pixmap().isNull())
+        app.flow.stop()
+    finally:
+        app.close()
+    events = oplog_events(ctx.spool_dir / app.flow.last_session_id, st.identity)
+    assert {"warning": "no_face", "active": True} in [{k: e[k] for k in ("warning", "active")}
+                                                      for e in events if e["kind"] == "warning"]
