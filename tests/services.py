@@ -69,6 +69,7 @@ class SeaweedServer:
     def __init__(self, data_dir: Path | None = None) -> None:
         self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="weed-"))
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
         self.ports = {k: free_port() for k in ("s3", "master", "volume", "filer")}
         self.access_key = "priv" + os.urandom(4).hex()
         self.secret_key = os.urandom(16).hex()

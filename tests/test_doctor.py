@@ -15,7 +15,8 @@ from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY, SecretStore
 from tests.services import S3Server, SeaweedServer
 
 pytestmark = pytest.mark.integration
-CHECKS = {"display", "camera", "microphone", "keyring", "data_dir", "storage", "upload_backlog", "clock"}
+CHECKS = {"display", "camera", "microphone", "keyring", "data_dir", "storage", "upload_backlog", "clock",
+          "enrolment"}
 
 
 def doctor(home: Path, policy: Path | None, env_changes: dict[str, str | None] | None = None) -> dict:
