@@ -104,6 +104,9 @@ def test_language_switch_and_consent_refusal_show_in_the_banner(qtbot, station_h
     assert gui.tray.toolTip().startswith("DualRec Station: NOT RECORDING")
     click(qtbot, w.start_button)
     wait_state(qtbot, gui, "consent")
+    w.close()  # closing during a live session only minimises
+    assert w.isVisible() and app.flow.state == "consent" and "stop it before closing" in w.error_label.text()
+    w.showNormal()
     click(qtbot, w.refuse_button)
     wait_state(qtbot, gui, "stopped")
     assert w.banner.text() == "NOT RECORDING · last session customer refused"

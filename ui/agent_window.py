@@ -424,6 +424,16 @@ class AgentWindow(QMainWindow):
         super().showEvent(event)
         self._remember_rect()
 
+    def closeEvent(self, event: Any) -> None:
+        """Closing the window must not end a call's recording by accident: while a session is
+        live the window only minimises and says how to end it."""
+        if self.snap.get("state") in ("consent", "recording", "paused"):
+            event.ignore()
+            self.error_label.setText(self.tr_("close_while_recording"))
+            self.showMinimized()
+            return
+        super().closeEvent(event)
+
     def hideEvent(self, event: Any) -> None:
         super().hideEvent(event)
         self._rect = None

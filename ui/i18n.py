@@ -75,6 +75,8 @@ TABLE: dict[str, dict[str, str]] = {
     "step_terms_explained": {"en": "Terms explained", "zh_CN": "已解释条款"},
     "step_customer_confirmed": {"en": "Customer confirmed", "zh_CN": "客户已确认"},
     "error_title": {"en": "Not possible", "zh_CN": "无法执行"},
+    "close_while_recording": {"en": "Recording goes on: stop it before closing the window.",
+                              "zh_CN": "录制仍在进行：请先停止录制再关闭窗口。"},
 }
 
 
