@@ -272,7 +272,8 @@ def _deb_tree(out: Artefacts, stage: Path, arch: str) -> None:
     installed_kib = (dir_size_bytes(stage) + 1023) // 1024
     (control / "control").write_text(render_template(
         PACKAGING / "debian" / "control.in",
-        {"VERSION": out.version, "ARCH": arch, "INSTALLED_SIZE_KIB": str(installed_kib)}), encoding="utf-8")
+        {"VERSION": out.version, "ARCH": arch, "INSTALLED_SIZE_KIB": str(installed_kib),
+         "GLIBC": glibc_floor(out.bundle)}), encoding="utf-8")
     for name, mode in (("postinst", 0o755), ("postrm", 0o755), ("conffiles", 0o644)):
         shutil.copyfile(PACKAGING / "debian" / name, control / name)
         (control / name).chmod(mode)
@@ -296,6 +297,24 @@ def _normalise_tree(stage: Path, epoch: int) -> None:
             p.chmod(0o644)
     for p in sorted([stage, *stage.rglob("*")], key=lambda x: len(x.parts), reverse=True):
         os.utime(p, (epoch, epoch), follow_symlinks=False)
+
+
+def glibc_floor(bundle: Path) -> str:
+    """The newest GLIBC symbol version any binary of the bundle needs (PyInstaller copies some
+    libraries of the build machine, e.g. libstdc++): the package's libc6 dependency, so dpkg
+    refuses a too-old system with a clear message instead of the program failing to start."""
+    binaries = [str(p) for p in bundle.rglob("*") if p.is_file() and not p.is_symlink()
+                and (".so" in p.name or p.name == EXE_NAME)]
+    found: set[tuple[int, ...]] = set()
+    if shutil.which("objdump"):
+        for i in range(0, len(binaries), 200):
+            r = subprocess.run(["objdump", "-T", *binaries[i:i + 200]], check=False, capture_output=True,
+                               text=True)
+            found.update(tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_([0-9]+(?:\.[0-9]+)+)", r.stdout))
+    if not found:  # no objdump: the build machine's own glibc is an upper bound
+        libc = platform.libc_ver()[1] or "2.31"
+        return libc
+    return ".".join(map(str, max(found)))
 
 
 def build_deb(out: Artefacts, work: Path, compress: str) -> Path:

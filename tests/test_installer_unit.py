@@ -49,10 +49,12 @@ def test_template_with_an_unfilled_placeholder_is_refused(tmp_path: Path) -> Non
 
 def test_debian_control_renders_and_parses(tmp_path: Path) -> None:
     text = bi.render_template(PKG_DIR / "debian" / "control.in",
-                              {"VERSION": "0.1.0", "ARCH": "amd64", "INSTALLED_SIZE_KIB": "1234"})
+                              {"VERSION": "0.1.0", "ARCH": "amd64", "INSTALLED_SIZE_KIB": "1234",
+                               "GLIBC": "2.36"})
     fields = dict(re.findall(r"^([A-Za-z-]+): ?(.*)$", text, re.M))
     assert fields["Package"] == "dualrec-station" and fields["Version"] == "0.1.0"
     assert fields["Architecture"] == "amd64" and fields["Installed-Size"] == "1234"
+    assert fields["Depends"].startswith("libc6 (>= 2.36), ")
     assert "libxcb-cursor0" in text  # Qt >= 6.5 xcb needs it and the wheel does not bundle it
 
 
@@ -157,3 +159,14 @@ def test_desktop_entries_validate(name: str) -> None:
     r = subprocess.run(["desktop-file-validate", str(PKG_DIR / "linux" / name)], capture_output=True, text=True)
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout
     assert "Exec=/usr/bin/station run" in (PKG_DIR / "linux" / name).read_text()
+
+
+def test_glibc_floor_is_the_newest_symbol_version_the_binaries_need(tmp_path: Path) -> None:
+    if not shutil.which("objdump"):
+        pytest.skip("binutils not installed (./dev test installs it)")
+    shutil.copyfile(Path(sys.executable).resolve(), tmp_path / "station")
+    floor = bi.glibc_floor(tmp_path)
+    assert re.fullmatch(r"2\.[0-9]+", floor)
+    # never above the build machine's glibc, which the binary was linked against
+    build = tuple(map(int, bi.platform.libc_ver()[1].split(".")))
+    assert tuple(map(int, floor.split("."))) <= build
