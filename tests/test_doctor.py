@@ -62,11 +62,14 @@ def enrol_storage(server: S3Server) -> None:
 
 def test_doctor_passes_on_the_test_services(tmp_path: Path, keyring_service: str, s3: S3Server,
                                             s3_lock_bucket: str, camera_file: Path, display: str) -> None:
-    enrol_storage(s3)
-    SecretStore().set("station-signing-key", "placeholder")
-    out = doctor(tmp_path / "home", s3_policy(tmp_path, s3, s3_lock_bucket, camera_file))
+    policy = s3_policy(tmp_path, s3, s3_lock_bucket, camera_file)
+    enrolled = subprocess.run([sys.executable, "-m", "station.cli", "enroll", "--stdin", "--policy", str(policy),
+                               "--data-dir", str(tmp_path / "home")], input=f"{s3.access_key}\n{s3.secret_key}\n",
+                              capture_output=True, text=True, timeout=60)
+    assert enrolled.returncode == 0, enrolled.stderr
+    out = doctor(tmp_path / "home", policy)
     assert set(out["_by"]) == CHECKS
-    for name in ("display", "camera", "microphone", "keyring", "data_dir", "storage", "clock"):
+    for name in ("display", "camera", "microphone", "keyring", "data_dir", "storage", "enrolment", "clock"):
         assert out["_by"][name]["status"] == "ok", out["_by"][name]
     assert "COMPLIANCE" in out["_by"]["storage"]["reason"]
     assert out["_rc"] == 0
