@@ -310,7 +310,8 @@ def glibc_floor(bundle: Path) -> str:
         for i in range(0, len(binaries), 200):
             r = subprocess.run(["objdump", "-T", *binaries[i:i + 200]], check=False, capture_output=True,
                                text=True)
-            found.update(tuple(map(int, v.split("."))) for v in re.findall(r"GLIBC_([0-9]+(?:\.[0-9]+)+)", r.stdout))
+            versions = re.findall(r"GLIBC_([0-9]+(?:\.[0-9]+)+)", r.stdout)
+            found.update(tuple(map(int, v.split("."))) for v in versions)
     if not found:  # no objdump: the build machine's own glibc is an upper bound
         libc = platform.libc_ver()[1] or "2.31"
         return libc

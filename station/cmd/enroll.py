@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import tomllib
@@ -126,6 +127,19 @@ def read_stdin_credentials(stream: Any) -> tuple[str, str]:
     return access, secret
 
 
+def _overwrite(path: Path) -> None:
+    """Best effort before unlinking: overwrite the secret in place (journaling file systems and
+    SSDs may keep old blocks; the enrolment file should live on tmpfs, e.g. /run/user/UID)."""
+    try:
+        size = path.stat().st_size
+        with path.open("r+b") as fh:
+            fh.write(b"\0" * size)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError:
+        pass
+
+
 def store_credentials(ctx: Context, access: str, secret: str) -> None:
     ctx.secrets.set(STORAGE_ACCESS_KEY, access)
     ctx.secrets.set(STORAGE_SECRET_KEY, secret)
@@ -144,6 +158,7 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
         store_credentials(ctx, access, secret)
         result["credentials"] = "imported from file"
         try:
+            _overwrite(path)
             path.unlink()
         except OSError as exc:
             ctx.audit.append("enrolment-credentials-imported", source="file", file_deleted=False)
