@@ -147,3 +147,10 @@ def test_station_run_demo_opens_a_visible_window_and_keeps_customer_identifiers_
         assert m["agent"] == getpass.getuser() and m["meta"]["business_ref"] == "CRM-4711"
         assert m["meta"]["customer"]["masked"]["number"] == "138****5678"
         assert m["meta"]["customer"]["hash"].startswith("hs256:")
+
+
+def test_station_run_without_a_display_fails_with_a_message_and_creates_nothing(station_home):
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    out = subprocess.run([STATION, "run", "--demo"], capture_output=True, text=True, timeout=60, env=env)
+    assert out.returncode == 1 and "no display" in out.stderr
+    assert not (station_home / "demo").exists()

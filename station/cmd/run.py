@@ -11,6 +11,8 @@ devices unless ``--devices real``. Real stations get their policy and keys from 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +59,18 @@ def demo_setup(ctx: Context) -> dict[str, Any]:
     return {"demo_dir": str(demo), "recipient": pub, "policy": str(ctx.policy_path)}
 
 
+def check_display() -> None:
+    """Qt aborts the process without a display; say so cleanly instead."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+                                                  or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
+        raise UsageError("no display (DISPLAY is not set): start it in the agent's desktop session, "
+                         "or use `./dev run`, which starts a virtual one")
+
+
 def run(args: argparse.Namespace, ctx: Context) -> Any:
     from station.app import App
+
+    check_display()
 
     if args.demo:
         info = demo_setup(ctx)
