@@ -196,7 +196,9 @@ class RecordingSession:
                                     "sources": self._source_info}
             cust = self._customer_meta()
             if cust is not None:
-                meta["customer"] = cust
+                # manifests are stored in clear in central storage: only the salted hash that links
+                # sessions of one customer goes there; the masked forms stay in the sealed op log
+                meta["customer"] = {"hash": cust.get("hash", "")}
             self.sealer = SessionSealer(self.session_dir, self.session_id, self.ctx.station_id,
                                         recipients, signing_key, meta)
             screen_spec = VideoSpec(cap.screen_width, cap.screen_height, cap.screen_fps, cap.screen_crf,
