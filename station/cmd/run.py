@@ -61,8 +61,9 @@ def demo_setup(ctx: Context) -> dict[str, Any]:
 
 def check_display() -> None:
     """Qt aborts the process without a display; say so cleanly instead."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
-                                                  or os.environ.get("QT_QPA_PLATFORM") == "offscreen"):
+    env = os.environ
+    shown = env.get("DISPLAY") or env.get("WAYLAND_DISPLAY") or env.get("QT_QPA_PLATFORM") == "offscreen"
+    if sys.platform.startswith("linux") and not shown:
         raise UsageError("no display (DISPLAY is not set): start it in the agent's desktop session, "
                          "or use `./dev run`, which starts a virtual one")
 
