@@ -175,9 +175,10 @@ def _digitise(text: str) -> str:
         digits = sum(chars[x].isdigit() for s, e in run for x in range(s, e))
         if not digits or digits * 2 < total:
             continue
-        for s, e in run:
-            if not any(chars[x].isdigit() for x in range(s, e)):
-                continue
+        for pos, (s, e) in enumerate(run):
+            if not any(chars[x].isdigit() for x in range(s, e)) and (
+                    e - s > 1 or pos == 0 or (e < n and chars[e].isascii() and chars[e].isalpha())):
+                continue  # a letter word; a lone confusable inside a number is converted
             lead = 0
             while s + lead < e and not chars[s + lead].isdigit():
                 lead += 1
