@@ -23,6 +23,7 @@ refusal, a corrupt spool file) stop ``drain`` and are retried only slowly in the
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 import time
 from collections import defaultdict
@@ -178,6 +179,39 @@ class Uploader:
         """Journal any other file (audit records, enrolment) for upload under ``key``."""
         return self.journal.add(key, path, role=role)
 
+    def ship_audit(self) -> int:
+        """Copy audit lines written since the last call into an outbox file and journal it for
+        ``<prefix>/audit/station/<station>/...`` (the local log stays; the copy goes to storage
+        where Object Lock keeps it). Returns the number of bytes newly queued."""
+        path = getattr(self.audit, "path", None)
+        if path is None or not Path(path).exists():
+            return 0
+        shipped = int(self.journal.get_meta("audit_shipped_bytes", 0) or 0)
+        size = Path(path).stat().st_size
+        if size < shipped:  # the log was replaced: start over
+            shipped = 0
+        if size == shipped:
+            return 0
+        with open(path, "rb") as fh:
+            fh.seek(shipped)
+            data = fh.read(size - shipped)
+        cut = data.rfind(b"\n") + 1
+        if cut == 0:
+            return 0
+        outbox = Path(path).parent / "outbox"
+        outbox.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime(self.wall()))}-{shipped:012d}.jsonl"
+        tmp = outbox / f".{name}.tmp"
+        with open(tmp, "wb") as out:
+            out.write(data[:cut])
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, outbox / name)
+        self.journal.add(layout.audit_key(self.prefix, f"station/{self.station_id}/{name}"),
+                         outbox / name, role=layout.AUDIT)
+        self.journal.set_meta("audit_shipped_bytes", shipped + cut)
+        return cut
+
     def _hash(self, e: Entry) -> Entry:
         path = Path(e.path)
         try:
@@ -253,6 +287,10 @@ class Uploader:
         for e in self.journal.entries():
             if e.role in (layout.SEGMENT, layout.MANIFEST, layout.SESSION):
                 by_session[e.session_id].append(e)
+            elif e.role == layout.AUDIT and e.state == VERIFIED:  # outbox copies of the audit log
+                with contextlib.suppress(FileNotFoundError):
+                    Path(e.path).unlink()
+                self.journal.transition(e.key, VERIFIED, PURGED)
         for sid, entries in by_session.items():
             live = [e for e in entries if e.state != PURGED]
             if not live or not any(e.role == layout.SESSION for e in live):
@@ -327,6 +365,8 @@ class Uploader:
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="upload") as pool:
             while not stop.is_set():
                 self.scan()
+                with contextlib.suppress(OSError):
+                    self.ship_audit()
                 now = self.wall()
                 for e in self.journal.entries([FAILED]):
                     if e.key not in inflight and (e.retry_at or 0) <= now:
@@ -341,7 +381,10 @@ class Uploader:
                         if len(inflight) >= self.concurrency:
                             break
                         inflight[e.key] = pool.submit(self.process, e)
-                self.purge_ready()
+                if self.purge_ready():
+                    with contextlib.suppress(OSError):
+                        self.ship_audit()  # the purge records go up in the same drain
+                    continue
                 if not inflight:
                     if hard:
                         error = hard[0]
