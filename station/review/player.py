@@ -86,19 +86,36 @@ class _Track:
     keys: list[int] = field(default_factory=list)      # indices of keyframe packets
 
 
-@dataclass
 class _Loaded:
-    ref: SegmentRef
-    container: Any
-    reader: BinaryIO
-    tracks: dict[str, _Track]
-    start_s: float
-    end_s: float
-    audio: np.ndarray              # float32 mono
-    audio_start_s: float
-    audio_rate_hz: int
-    load_s: float
-    offset_s: float
+    """One demuxed segment. Its audio is decoded on first use (a seek needs only video)."""
+
+    def __init__(self, ref: SegmentRef, container: Any, reader: BinaryIO, tracks: dict[str, _Track],
+                 start_s: float, end_s: float, load_s: float, offset_s: float) -> None:
+        self.ref, self.container, self.reader, self.tracks = ref, container, reader, tracks
+        self.start_s, self.end_s, self.load_s, self.offset_s = start_s, end_s, load_s, offset_s
+        tr = tracks.get(AUDIO)
+        self.audio_rate_hz = int(tr.stream.codec_context.sample_rate or 48000) if tr else 48000
+        self._audio: tuple[np.ndarray, float] | None = None
+        self._lock = threading.Lock()
+
+    def _decoded(self) -> tuple[np.ndarray, float]:
+        with self._lock:
+            if self._audio is None:
+                tr = self.tracks.get(AUDIO)
+                if tr is None or not tr.packets:
+                    self._audio = (np.zeros(0, np.float32), self.start_s)
+                else:
+                    buf, start, self.audio_rate_hz = _decode_audio(tr.stream, tr.packets, self.offset_s)
+                    self._audio = (buf, start)
+            return self._audio
+
+    @property
+    def audio(self) -> np.ndarray:
+        return self._decoded()[0]
+
+    @property
+    def audio_start_s(self) -> float:
+        return self._decoded()[1]
 
     def close(self) -> None:
         try:
@@ -219,7 +236,9 @@ class Player:
         t0 = time.perf_counter()
         reader = self._open_media(ref.seq)
         try:
-            container = av.open(reader, mode="r", format="matroska", options={"probesize": "65536"})
+            # the Matroska header carries every codec parameter: no probing (saves ~25 ms a segment)
+            container = av.open(reader, mode="r", format="matroska",
+                                options={"probesize": "32", "analyzeduration": "0"})
         except Exception as exc:
             reader.close()
             raise PlaybackError(f"segment {ref.seq}: cannot open media: {exc}") from exc
@@ -228,13 +247,15 @@ class Player:
             by_index = {s.index: kind for kind, s in streams.items()}
             tracks = {kind: _Track(kind, s) for kind, s in streams.items()}
             raw: dict[str, list[tuple[float, Any, bool]]] = {k: [] for k in tracks}
+            tbs = {s.index: float(s.time_base) for s in streams.values()}
             for pkt in container.demux(*streams.values()):
                 if pkt.size == 0 or pkt.pts is None:
                     continue
-                kind = by_index.get(pkt.stream.index)
+                si = pkt.stream_index
+                kind = by_index.get(si)
                 if kind is None:
                     continue
-                raw[kind].append((float(pkt.pts * pkt.time_base), pkt, bool(pkt.is_keyframe)))
+                raw[kind].append((pkt.pts * tbs[si], pkt, pkt.is_keyframe))
         except Exception as exc:
             container.close()
             reader.close()
@@ -261,11 +282,7 @@ class Player:
             if items:
                 dur = float((items[-1][1].duration or 0) * items[-1][1].time_base)
                 end = max(end, max(x[0] for x in items) + dur)
-        audio, a_start, rate = np.zeros(0, np.float32), first + offset, 48000
-        if AUDIO in tracks and tracks[AUDIO].packets:
-            audio, a_start, rate = _decode_audio(tracks[AUDIO].stream, tracks[AUDIO].packets, offset)
-            end = max(end, a_start - offset + len(audio) / rate)
-        loaded = _Loaded(ref, container, reader, tracks, first + offset, end + offset, audio, a_start, rate,
+        loaded = _Loaded(ref, container, reader, tracks, first + offset, end + offset,
                          time.perf_counter() - t0, offset)
         # a segment that started later than planned moves its successors
         if (idx + 1 < len(self._starts) and self.segments[idx + 1].start_s < 0
@@ -319,7 +336,9 @@ class Player:
 
         def work() -> None:
             try:
-                self._prefetched[seq] = self._load(idx)
+                loaded = self._load(idx)
+                loaded.audio  # noqa: B018 - decode the audio ahead too: playback is about to need it
+                self._prefetched[seq] = loaded
             except BaseException as exc:  # re-raised in the caller's thread by _get
                 self._prefetched[seq] = exc
 
