@@ -19,6 +19,7 @@ same :class:`DesktopWatcher` interface.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import select
 import sys
@@ -283,6 +284,7 @@ class X11Watcher(DesktopWatcher):
         a window manager that publishes ``_NET_ACTIVE_WINDOW``: its PropertyNotify wakes us), and
         the window is described again only when it or its title changed."""
         from Xlib import X
+        from Xlib.error import ConnectionClosedError
 
         fd = self.d.fileno()
         net_active = self.A["_NET_ACTIVE_WINDOW"]
@@ -291,14 +293,14 @@ class X11Watcher(DesktopWatcher):
         last_focus: int | None = None
         dirty = True
         while not self._stop.is_set():
-            while self.d.pending_events():
-                ev = self.d.next_event()
-                if ev.type == X.PropertyNotify:
-                    if ev.atom == net_active:
-                        has_net_active, dirty = True, True
-                    elif ev.atom in titles:
-                        dirty = True
             try:
+                while self.d.pending_events():
+                    ev = self.d.next_event()
+                    if ev.type == X.PropertyNotify:
+                        if ev.atom == net_active:
+                            has_net_active, dirty = True, True
+                        elif ev.atom in titles:
+                            dirty = True
                 if not has_net_active:
                     focus = self.d.get_input_focus().focus
                     fid = focus if isinstance(focus, int) else getattr(focus, "id", 0)
@@ -309,17 +311,19 @@ class X11Watcher(DesktopWatcher):
                     win = self._active()
                     if win is not None:
                         if self._watched is None or self._watched.id != win.id:
-                            try:
+                            with contextlib.suppress(Exception):  # the window may be gone
                                 win.change_attributes(event_mask=X.PropertyChangeMask)  # title changes
-                            except Exception:
-                                pass
                             self._watched = win
                         self.tracker.focus(*self.describe(win))
-            except Exception:
+                self.tracker.tick()
+                select.select([fd], [], [], self.poll_s)
+            except (ConnectionClosedError, OSError, ValueError) as exc:
+                log.warning("X display connection lost (%s): the desktop operation log ends", exc)
+                return
+            except Exception:  # a window vanishing mid-query is normal: retry, never spin
                 log.debug("focus query failed", exc_info=True)
                 dirty = True
-            self.tracker.tick()
-            select.select([fd], [], [], self.poll_s)
+                self._stop.wait(self.poll_s)
 
     # record ------------------------------------------------------------------------------------
     def _start_record(self) -> None:

@@ -4,6 +4,7 @@ fake Win32 API."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -213,3 +214,24 @@ def test_window_changes_land_in_the_sealed_operation_log_at_their_time(x_windows
     print("window change -> op log lag after xdotool returned (ms):", lags_ms)
     assert max(lags_ms) <= 100
     assert "13812345678" not in json.dumps(events, ensure_ascii=False)
+
+
+def test_watcher_ends_quietly_when_the_x_server_goes_away(display):
+    r, w = os.pipe()
+    xvfb = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "640x480x24", "-nolisten", "tcp"],
+                            pass_fds=(w,), stderr=subprocess.DEVNULL)
+    os.close(w)
+    with os.fdopen(r) as fh:
+        private = ":" + fh.readline().strip()
+    watcher = X11Watcher(Sink(), display=private).start()
+    try:
+        xvfb.terminate()
+        xvfb.wait(10)
+        deadline = time.monotonic() + 5
+        while any(t.is_alive() for t in watcher._threads) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(t.is_alive() for t in watcher._threads), "watcher threads outlived the X server"
+    finally:
+        if xvfb.poll() is None:
+            xvfb.kill()
+        watcher.close()
