@@ -276,3 +276,41 @@ def test_doctor_reports_enrolment_missing_then_ok_then_conflict(
     finally:
         SecretStore(keyring_service + "-c").delete(SIGNING_KEY)
     assert check["status"] == "fail" and "already enrolled with another key" in check["reason"]
+
+
+@pytest.mark.integration
+def test_remote_verify_in_s3_trusts_enrolled_stations_only(
+        tmp_path: Path, station_home: Path, keyring_service: str, s3, s3_lock_bucket: str,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Against SeaweedFS with Object Lock: a reviewer with only storage credentials (no station
+    key of its own) verifies two sessions read from central storage; only the enrolled station's
+    is intact."""
+    from uploader.layout import session_key
+    from uploader.stores import S3Settings, S3Store
+
+    policy = _policy(tmp_path, kind="s3", s3_endpoint=s3.endpoint, s3_bucket=s3_lock_bucket,
+                     s3_prefix="site1")
+    store = S3Store(S3Settings(bucket=s3_lock_bucket, prefix="site1", endpoint=s3.endpoint),
+                    s3.access_key, s3.secret_key)
+    enrolled, stranger = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    try:
+        enrolment.register(store, enrolment.make_record(enrolled, "seat-a", site="sh-01",
+                                                        enrolled_utc="x", station_version="t"))
+        for sid, station, sk in (("20261124T090000Z-0000aaaa", "seat-a", enrolled),
+                                 ("20261124T090000Z-0000bbbb", "seat-b", stranger)):
+            _sealed_session(tmp_path / "spool", sid, station, sk)
+            for f in sorted((tmp_path / "spool" / sid).iterdir()):
+                if f.is_file() and not f.name.startswith("."):
+                    store.put(session_key("site1", sid, station, f.name), f)
+    finally:
+        store.close()
+    reviewer = SecretStore(keyring_service)
+    reviewer.set(STORAGE_ACCESS_KEY, s3.access_key)
+    reviewer.set(STORAGE_SECRET_KEY, s3.secret_key)
+    assert reviewer.get(SIGNING_KEY) is None
+    rc, res, err = _run(capsys, "verify", "--json", "--remote", "--policy", str(policy),
+                        "20261124T090000Z-0000aaaa")
+    assert rc == 0 and res["intact"] is True, err
+    rc, res, _ = _run(capsys, "verify", "--json", "--remote", "--policy", str(policy),
+                      "20261124T090000Z-0000bbbb")
+    assert rc == 3 and res["intact"] is False and "untrusted" in json.dumps(res)
