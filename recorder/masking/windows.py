@@ -16,6 +16,7 @@ Listing windows costs a few X round trips, so :func:`masked_window_boxes` caches
 
 from __future__ import annotations
 
+import ntpath
 import os
 import re
 import sys
@@ -174,7 +175,7 @@ class Win32Windows:
             x0, y0, x1, y1 = api.rect(hwnd)
             if x1 <= x0 or y1 <= y0:
                 continue
-            app = os.path.splitext(os.path.basename(api.process_image(hwnd) or ""))[0]
+            app = ntpath.splitext(ntpath.basename(api.process_image(hwnd) or ""))[0]
             out.append(WindowInfo(app, title, Box(x0, y0, x1, y1)))
         out.reverse()  # bottom to top, like X11Windows
         return out
