@@ -297,3 +297,14 @@ def test_no_face_warning_from_the_real_camera_thumbnail_reaches_window_tray_and_
     events = oplog_events(ctx.spool_dir / app.flow.last_session_id, st.identity)
     assert {"warning": "no_face", "active": True} in [{k: e[k] for k in ("warning", "active")}
                                                       for e in events if e["kind"] == "warning"]
+
+
+def test_a_start_that_cannot_record_says_why_in_the_window_and_stays_idle(qtbot, station_home,
+                                                                          keyring_service):
+    # the default policy names no recipients: recording must refuse to start
+    app = App(Context(data_dir=station_home), fake_devices=True, desktop=False, upload=False)
+    gui = make_gui(qtbot, app)
+    click(qtbot, gui.window.start_button)
+    qtbot.waitUntil(lambda: "recipient" in gui.window.error_label.text(), timeout=10000)
+    assert app.flow.state == "idle" and gui.window.banner.text() == "NOT RECORDING"
+    assert gui.window.start_button.isEnabled()
