@@ -232,12 +232,13 @@ def upload(session_dir: Path, store: Any, prefix: str = "", day: str | None = No
     return folder
 
 
-def onsets_s(samples: np.ndarray, rate_hz: int = RATE_HZ, level: float = 0.2) -> np.ndarray:
-    """Times of rising edges of the tone envelope (at least 0.5 s apart)."""
+def onsets_s(samples: np.ndarray, rate_hz: int = RATE_HZ, level: float = 0.2, min_gap_s: float = 0.3
+             ) -> np.ndarray:
+    """Times of rising edges of the tone envelope (at least min_gap_s apart)."""
     env = np.abs(samples) > level
     edges = np.flatnonzero(env[1:] & ~env[:-1]) + 1
     out: list[int] = []
     for e in edges:
-        if not out or e - out[-1] > rate_hz // 2:
+        if not out or e - out[-1] > rate_hz * min_gap_s:
             out.append(int(e))
     return np.array(out, dtype=np.float64) / rate_hz
