@@ -12,7 +12,13 @@ import pytest
 from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY, SecretStore
 from tests.services import S3Server
 from tests.uploadkit import MiB, all_versions, s3_policy
-from uploader.errors import ObjectConflict, ObjectLockRefused, StorageAuthError, VerifyFailed
+from uploader.errors import (
+    ObjectConflict,
+    ObjectLockRefused,
+    StorageAuthError,
+    StorageConfigError,
+    VerifyFailed,
+)
 from uploader.stores import (
     Digest,
     LocalFolderStore,
@@ -167,3 +173,9 @@ def test_open_store_reads_policy_and_keyring(s3: S3Server, s3_bucket: str, keyri
     assert [i.key for i in store.list("dualrec/audit/")] == ["dualrec/audit/x.json"]
     local = open_store(pol.replace(storage__kind="local"), secrets, tmp_path)
     assert isinstance(local, LocalFolderStore) and local.root == tmp_path / "store"
+
+
+def test_missing_bucket_is_a_hard_configuration_error(s3: S3Server) -> None:
+    store = _store(s3, "no-such-bucket-here")
+    with pytest.raises(StorageConfigError, match="NoSuchBucket"):
+        store.check_object_lock("warn")  # the uploader checks this before any put

@@ -227,3 +227,18 @@ def test_background_loop_uploads_sessions_sealed_while_it_runs_and_stops_promptl
         t.join(10)
     assert not t.is_alive()
     assert len(all_versions(s3, s3_lock_bucket)) == 5
+
+
+def test_unreachable_storage_at_start_is_retried_until_the_timeout_and_purges_nothing(
+        station_home: Path) -> None:
+    from tests.services import free_port
+
+    sd = sealed_session(station_home / "spool", segments=1)
+    dead = S3Server(f"http://127.0.0.1:{free_port()}", "ak", "sk")
+    events: list[dict[str, Any]] = []
+    up = _uploader(dead, "bucket", station_home, events=events)
+    result = up.drain(timeout_s=2.0)
+    assert "unreachable" in result["error"]
+    assert len([e for e in events if e["event"] == "failed"]) >= 2  # retried with backoff
+    assert len(spool_files(sd)) == 5 and result["backlog"]["count"] == 5
+    assert up.drain(wait_retries=False)["error"]  # without --drain: one try, then report

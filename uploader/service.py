@@ -357,11 +357,20 @@ class Uploader:
         inflight: dict[str, Future[Outcome]] = {}
         self.scan()
         error: str | None = None
-        if check or self.object_lock is None:
+        attempt = 0
+        while check or self.object_lock is None:
             try:
                 self.check_store()
-            except StorageError as exc:
-                return self._summary(str(exc))
+                break
+            except StorageError as exc:  # unreachable at start: soft errors wait like uploads do
+                attempt += 1
+                delay = self.backoff.delay_s(attempt)
+                if exc.hard or not wait_retries or stop.is_set() or (
+                        deadline is not None and time.monotonic() + delay > deadline):
+                    return self._summary(str(exc))
+                self._emit({"event": "failed", "key": "(storage)", "error": str(exc), "hard": False,
+                            "retry_in_s": round(delay, 2)})
+                stop.wait(delay)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="upload") as pool:
             while not stop.is_set():
                 self.scan()
@@ -427,7 +436,7 @@ class Uploader:
                 result = self.drain(wait_retries=True, stop=stop, retry_now=False,
                                     check=errors > 0 or self.object_lock is None)
                 errors = errors + 1 if result.get("error") else 0
-            except Exception:  # noqa: BLE001 - the loop must survive anything; it is logged
+            except Exception:  # the loop must survive anything; it is logged
                 log.exception("upload loop error")
                 errors += 1
             stop.wait(self.backoff.delay_s(errors) if errors else rescan_s)
