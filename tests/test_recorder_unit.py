@@ -324,3 +324,55 @@ def test_every_segment_starts_with_keyframes_and_is_one_container(tmp_path: Path
             assert [s.metadata.get("title") for s in c.streams] == ["screen", "camera"]
         assert all(decode_media(bytes(w.buf)).keyframe_first)
         assert w.flushes >= 1
+
+
+class _FakeMss:
+    """Stands in for an mss instance whose monitor layout changes (a monitor unplugged)."""
+
+    def __init__(self) -> None:
+        self.layouts = [
+            [{"left": 0, "top": 0, "width": 640, "height": 240},
+             {"left": 0, "top": 0, "width": 320, "height": 240},
+             {"left": 320, "top": 0, "width": 320, "height": 240}],
+            [{"left": 0, "top": 0, "width": 320, "height": 240},
+             {"left": 0, "top": 0, "width": 320, "height": 240}]]
+        self._monitors: list[dict[str, int]] | None = None
+        self.grabs: list[dict[str, int]] = []
+
+    @property
+    def monitors(self) -> list[dict[str, int]]:
+        if self._monitors is None:
+            self._monitors = self.layouts[0]
+        return self._monitors
+
+    def grab(self, area: dict[str, int]) -> Any:
+        if area["left"] >= self.layouts[0][0]["width"]:  # the X server's real layout
+            raise OSError("BadMatch: the monitor is gone")
+        self.grabs.append(area)
+
+        class Shot:
+            width, height = area["width"], area["height"]
+            raw = bytearray(width * height * 4)
+        return Shot()
+
+
+def test_screen_survives_its_monitor_disappearing_and_reports_the_change() -> None:
+    from recorder.sources import ScreenSource
+
+    changes: list[tuple[str, dict[str, Any]]] = []
+    src = ScreenSource(Clock(), monitor="2", fps=10, width=320, height=240,
+                       on_change=lambda k, d: changes.append((k, d)))
+    src._sct = fake = _FakeMss()  # noqa: SLF001
+    src._area = src._resolve()  # noqa: SLF001
+    src._layout_checked_ns = src.clock.now_ns()  # noqa: SLF001
+    q: DropQueue[VideoFrame] = DropQueue(10)
+    src.queue = q
+    src._tick(0)  # noqa: SLF001
+    fake.layouts.pop(0)  # monitor 2 unplugged
+    src._tick(1)  # noqa: SLF001  # the grab fails: layout re-read, frame counted as dropped
+    src._tick(2)  # noqa: SLF001
+    frames = q.drain()
+    assert len(frames) == 2 and q.dropped == 1
+    assert all(f.image.shape == (240, 320, 4) for f in frames)  # output size never changes
+    assert fake.grabs[-1]["left"] == 0  # fell back to the first monitor
+    assert changes and changes[0][0] == "screen_layout_changed" and changes[0][1]["monitors"] == 1
