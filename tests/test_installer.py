@@ -72,6 +72,8 @@ def system_install() -> Iterator[None]:
     with _system_lock():
         if _installed():
             pytest.fail(f"{PKG} is already installed on this machine; remove it first (dpkg --purge {PKG})")
+        if POLICY.exists():
+            pytest.skip(f"{POLICY} exists on this machine: the installer test will not touch it")
         try:
             yield
         finally:
@@ -103,18 +105,24 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
     bundle_mb = bi.dir_size_bytes(dist / "bundle" / "station") / 1e6
     figures.update({"bundle_mb": round(bundle_mb), "deb_mb": round(deb.stat().st_size / 1e6)})
 
-    # preseed: IT drops the site policy before installing (world-writable by mistake)
-    created_policy = not POLICY.exists()
+    # preseed: IT drops the site policy before installing (here world-writable by mistake). The
+    # system-wide file exists only while dpkg runs: other test runs on this machine would read it.
+    from station.crypto.keys import new_recipient_pair
+
     user_home = tmp_path / "agent-home"          # an agent's data dir (STATION_HOME)
     store = tmp_path / "central"
-    if created_policy:
-        from station.crypto.keys import new_recipient_pair
+    recipient = new_recipient_pair(tmp_path / "archive")["public_key"]
+    site_policy = tmp_path / "site-policy.toml"
+    site_policy.write_text(f'[station]\nid = "deb-seat"\n[storage]\nkind = "local"\nlocal_dir = "{store}"\n'
+                           f'[crypto]\nrecipients = ["{recipient}"]\n')
+    created_dir = not POLICY.parent.exists()
 
-        recipient = new_recipient_pair(tmp_path / "archive")["public_key"]
+    def place_policy(mode: int = 0o644) -> None:
         POLICY.parent.mkdir(parents=True, exist_ok=True)
-        POLICY.write_text(f'[station]\nid = "deb-seat"\n[storage]\nkind = "local"\nlocal_dir = "{store}"\n'
-                          f'[crypto]\nrecipients = ["{recipient}"]\n')
-        POLICY.chmod(0o666)
+        shutil.copyfile(site_policy, POLICY)
+        POLICY.chmod(mode)
+
+    place_policy(0o666)
     try:
         t0 = time.monotonic()
         # --force-unsafe-io: no fsync per file (test speed; IT installs without it)
@@ -128,29 +136,10 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
                   "/usr/share/doc/dualrec-station/policy.example.toml"):
             assert Path(p).exists(), p
         assert "Exec=/usr/bin/station run" in AUTOSTART.read_text()
-        if created_policy:
-            assert "using the site policy /etc/dualrec/policy.toml" in r.stdout
-            mode = stat.S_IMODE(POLICY.stat().st_mode)
-            assert mode & 0o022 == 0, oct(mode)  # read-only to the agent
-            assert POLICY.stat().st_uid == 0
-
-        # IT enrols the seat with the installed program, then checks it remotely with doctor:
-        # the frozen program finds its keyring backend (Secret Service), display and policy
-        env = _env(keyring_service, STATION_HOME=str(user_home))
-        enrol = tmp_path / "seat.enrol.toml"
-        enrol.write_text('access_key_id = "AKIADEBSEAT"\nsecret_access_key = "deb-seat-secret-42"\n')
-        r = subprocess.run(["/usr/bin/station", "enroll", "--json", "--file", str(enrol)],
-                           capture_output=True, text=True, env=env, timeout=120)
-        assert r.returncode == 0, r.stderr
-        assert not enrol.exists()
-        fingerprint = json.loads(r.stdout)["fingerprint"]
-        r = subprocess.run(["/usr/bin/station", "doctor", "--json"], capture_output=True, text=True,
-                           env=env, timeout=120)
-        doctor = json.loads(r.stdout)
-        checks = {c["name"]: c for c in doctor["checks"]}
-        assert checks["keyring"]["status"] == "ok", checks["keyring"]
-        assert "SecretService" in json.dumps(checks["keyring"])
-        assert checks["display"]["status"] == "ok", checks["display"]
+        assert "using the site policy /etc/dualrec/policy.toml" in r.stdout
+        mode = stat.S_IMODE(POLICY.stat().st_mode)
+        assert mode & 0o022 == 0, oct(mode)  # read-only to the agent
+        assert POLICY.stat().st_uid == 0
 
         # upgrade (here: reinstall of the same version) keeps the administrator's changes: the
         # autostart conffile disabled on this seat, and the site policy
@@ -163,16 +152,34 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
         assert r.returncode == 0, r.stderr
         assert AUTOSTART.read_text().endswith("Hidden=true\n")
         assert _sha(POLICY) == policy_before
-        if created_policy:  # an invalid site policy fails the configuration step, naming the key
-            good = POLICY.read_text()
-            POLICY.write_text(good + "[upload]\nconcurrency = 99\n")
-            r = subprocess.run(["sh", "/var/lib/dpkg/info/dualrec-station.postinst", "configure"],
-                               capture_output=True, text=True, env=_env(keyring_service))
-            POLICY.write_text(good)
-            assert r.returncode == 1
-            assert "upload.concurrency" in r.stderr and "dpkg --configure -a" in r.stderr
+        # an invalid site policy fails the configuration step, naming the key
+        POLICY.write_text(site_policy.read_text() + "[upload]\nconcurrency = 99\n")
+        r = subprocess.run(["sh", "/var/lib/dpkg/info/dualrec-station.postinst", "configure"],
+                           capture_output=True, text=True, env=_env(keyring_service))
+        assert r.returncode == 1
+        assert "upload.concurrency" in r.stderr and "dpkg --configure -a" in r.stderr
+        POLICY.unlink()  # from here on the seat's programs get the same policy via STATION_POLICY
 
-        # smoke test of the installed files (record, seal, upload, verify ... whatever is offered)
+        # IT enrols the seat with the installed program, then checks it remotely with doctor:
+        # the frozen program finds its keyring backend (Secret Service), display and policy
+        env = _env(keyring_service, STATION_HOME=str(user_home), STATION_POLICY=str(site_policy))
+        enrol = tmp_path / "seat.enrol.toml"
+        enrol.write_text('access_key_id = "AKIADEBSEAT"\nsecret_access_key = "deb-seat-secret-42"\n')
+        r = subprocess.run(["/usr/bin/station", "enroll", "--json", "--file", str(enrol)],
+                           capture_output=True, text=True, env=env, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert not enrol.exists()
+        fingerprint = json.loads(r.stdout)["fingerprint"]
+        assert f'"fingerprint":"{fingerprint}"' in (store / "enrolment" / "deb-seat.json").read_text()
+        r = subprocess.run(["/usr/bin/station", "doctor", "--json"], capture_output=True, text=True,
+                           env=env, timeout=120)
+        checks = {c["name"]: c for c in json.loads(r.stdout)["checks"]}
+        assert checks["keyring"]["status"] == "ok", checks["keyring"]
+        assert "SecretService" in json.dumps(checks["keyring"])
+        assert checks["display"]["status"] == "ok", checks["display"]
+        assert checks["enrolment"]["status"] == "ok", checks["enrolment"]
+
+        # smoke test of the installed files (window, record, seal, upload, verify, export)
         t0 = time.monotonic()
         r = subprocess.run([sys.executable, str(bi.ROOT / "build_installer.py"), "--smoke", "--no-build",
                             "--exe", "/usr/bin/station", "--json"], capture_output=True, text=True,
@@ -205,19 +212,17 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
         assert AUTOSTART.exists()  # a conffile: kept until purge
         assert _tree_hashes(user_home / "spool") == spool_files
 
+        place_policy()
         r = subprocess.run(["dpkg", "--purge", PKG], capture_output=True, text=True)
         assert r.returncode == 0, r.stderr
         assert "NOT deleted" in r.stdout
         assert not AUTOSTART.exists()
         assert _tree_hashes(user_home / "spool") == spool_files
-        if created_policy:
-            assert POLICY.exists()  # the administrator's, never the package's
-            record = next((store / "enrolment").glob("*.json")).read_text()
-            assert f'"fingerprint":"{fingerprint}"' in record
+        assert POLICY.read_text() == site_policy.read_text()  # the administrator's, never the package's
     finally:
         print(f"\ninstaller figures: {figures}")
-        if created_policy:
-            POLICY.unlink(missing_ok=True)
+        POLICY.unlink(missing_ok=True)
+        if created_dir:
             with contextlib.suppress(OSError):
                 POLICY.parent.rmdir()
         shutil.rmtree(dist, ignore_errors=True)
