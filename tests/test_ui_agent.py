@@ -308,3 +308,20 @@ def test_a_start_that_cannot_record_says_why_in_the_window_and_stays_idle(qtbot,
     qtbot.waitUntil(lambda: "recipient" in gui.window.error_label.text(), timeout=10000)
     assert app.flow.state == "idle" and gui.window.banner.text() == "NOT RECORDING"
     assert gui.window.start_button.isEnabled()
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"LANG": "zh_CN.UTF-8"}, "zh_CN"), ({"LANG": "en_GB.UTF-8"}, "en"),
+    ({"LC_ALL": "zh_TW.UTF-8", "LANG": "en_US.UTF-8"}, "zh_CN")])
+def test_language_follows_the_system_locale(monkeypatch, env, expected):
+    from ui.i18n import TABLE, Translator
+
+    for var in ("LC_ALL", "LC_MESSAGES", "LANG", "LANGUAGE"):
+        monkeypatch.delenv(var, raising=False)
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    tr = Translator("auto")
+    assert tr.language == expected
+    assert all(set(entry) >= {"en", "zh_CN"} for entry in TABLE.values())
+    with pytest.raises(ValueError, match="unknown language"):
+        tr.set_language("fr")
