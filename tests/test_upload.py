@@ -242,3 +242,39 @@ def test_unreachable_storage_at_start_is_retried_until_the_timeout_and_purges_no
     assert len([e for e in events if e["event"] == "failed"]) >= 2  # retried with backoff
     assert len(spool_files(sd)) == 5 and result["backlog"]["count"] == 5
     assert up.drain(wait_retries=False)["error"]  # without --drain: one try, then report
+
+
+def test_two_uploaders_on_one_journal_store_each_object_once(
+        s3: S3Server, s3_lock_bucket: str, station_home: Path) -> None:
+    import threading
+
+    sessions = [sealed_session(station_home / "spool", segments=2, media_bytes=6 * MiB) for _ in range(2)]
+    ups = [_uploader(s3, s3_lock_bucket, station_home) for _ in range(2)]  # the app and a CLI run
+    results: list[dict[str, Any]] = []
+    threads = [threading.Thread(target=lambda u=u: results.append(u.drain(timeout_s=60))) for u in ups]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(90)
+    assert [r["error"] for r in results] == [None, None]
+    versions = all_versions(s3, s3_lock_bucket)
+    assert len(versions) == 18 and set(versions.values()) == {1}
+    assert not any(s.exists() for s in sessions)
+    assert not s3.client().list_multipart_uploads(Bucket=s3_lock_bucket).get("Uploads")
+
+
+def test_embedded_local_store_takes_the_same_path_and_verify_reads_it(
+        station_home: Path, keyring_service: str, capsys: pytest.CaptureFixture[str]) -> None:
+    signer = nacl.signing.SigningKey.generate()
+    sd = sealed_session(station_home / "spool", segments=1, signing_key=signer)
+    rc, out, err = _cli(capsys, "upload", "--drain")
+    assert rc == 0, err
+    assert "uploaded 6, verified 6; backlog: 0 files" in out  # 5 of the session + 1 audit object
+    assert "no Object Lock" in out
+    stored = station_home / "store" / "2026" / "11" / "24" / "seat-07" / sd.name
+    assert sorted(p.name for p in stored.iterdir() if not p.name.endswith(".sha256")) == [
+        "seg-000001.manifest.json", "seg-000001.masklog.drseg", "seg-000001.media.drseg",
+        "seg-000001.oplog.drseg", "session.json"]
+    assert not sd.exists()
+    rc, report, err = _cli(capsys, "verify", sd.name, "--json", "--trust", station_text(signer.verify_key))
+    assert rc == 0 and report["intact"] is True, err

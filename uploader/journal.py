@@ -50,6 +50,8 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
     FAILED: (SEALED, QUEUED, UPLOADING, COMPLETED),
 }
 
+FAILABLE = (SEALED, QUEUED, UPLOADING, COMPLETED, FAILED)
+
 SCHEMA_VERSION = 1
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
@@ -206,8 +208,8 @@ class Journal:
         """Move ``key`` from ``expect`` to ``to`` and set ``fields`` in one transaction."""
         if to != FAILED and to not in TRANSITIONS[expect]:
             raise ValueError(f"journal: {expect} -> {to} is not a valid transition")
-        if to == FAILED and expect == PURGED:
-            raise ValueError("journal: a PURGED entry cannot fail")
+        if to == FAILED and expect not in FAILABLE:
+            raise ValueError(f"journal: a {expect} entry cannot fail (it is safely stored)")
         if "parts" in fields:
             fields["parts"] = json.dumps({str(k): v for k, v in sorted(fields["parts"].items())})
         if "md5s" in fields and fields["md5s"] is not None:
@@ -239,10 +241,11 @@ class Journal:
                        (json.dumps(parts, sort_keys=True), self._wall(), key))
 
     def fail(self, entry: Entry, error: str, *, hard: bool, retry_at: float) -> Entry:
-        """Move an entry to FAILED, remembering where to resume; counts the attempt."""
+        """Move an entry to FAILED, remembering where to resume; counts the attempt. An entry that
+        another uploader has meanwhile VERIFIED or PURGED is left alone (JournalConflict)."""
         current = self.get(entry.key)
-        if current is None:
-            raise JournalConflict(entry.key, "absent", entry.state)
+        if current is None or current.state not in FAILABLE:
+            raise JournalConflict(entry.key, current.state if current else "absent", entry.state)
         resume = current.resume if current.state == FAILED else current.state
         return self.transition(entry.key, current.state, FAILED, resume=resume,
                                attempts=current.attempts + 1, retry_at=retry_at, hard=hard,

@@ -268,6 +268,9 @@ class Uploader:
 
     def _failed(self, e: Entry, message: str, hard: bool) -> Outcome:
         cur = self.journal.get(e.key)
+        if cur is not None and cur.state in (VERIFIED, PURGED):  # another uploader finished it
+            log.info("%s failed here but is already %s: %s", e.key, cur.state, message)
+            return Outcome(e.key, cur.state)
         attempts = (cur.attempts if cur else e.attempts) + 1
         delay = self.backoff.delay_s(attempts) if not hard else self.backoff.max_s
         with contextlib.suppress(Exception):
@@ -288,9 +291,9 @@ class Uploader:
             if e.role in (layout.SEGMENT, layout.MANIFEST, layout.SESSION):
                 by_session[e.session_id].append(e)
             elif e.role == layout.AUDIT and e.state == VERIFIED:  # outbox copies of the audit log
-                with contextlib.suppress(FileNotFoundError):
+                with contextlib.suppress(FileNotFoundError, JournalConflict):
                     Path(e.path).unlink()
-                self.journal.transition(e.key, VERIFIED, PURGED)
+                    self.journal.transition(e.key, VERIFIED, PURGED)
         for sid, entries in by_session.items():
             live = [e for e in entries if e.state != PURGED]
             if not live or not any(e.role == layout.SESSION for e in live):
@@ -301,7 +304,8 @@ class Uploader:
             for e in sorted(live, key=lambda x: x.role == layout.SESSION):  # session.json last
                 with contextlib.suppress(FileNotFoundError):
                     Path(e.path).unlink()
-                self.journal.transition(e.key, VERIFIED, PURGED)
+                with contextlib.suppress(JournalConflict):  # another uploader purged it too
+                    self.journal.transition(e.key, VERIFIED, PURGED)
             with contextlib.suppress(OSError):
                 session_dir.rmdir()  # only if empty: anything unexpected stays for a human
             if session_dir.exists():
