@@ -26,20 +26,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import av  # noqa: E402
-import nacl.public  # noqa: E402
-import nacl.signing  # noqa: E402
-import numpy as np  # noqa: E402
+import av
+import nacl.public
+import nacl.signing
+import numpy as np
 
-from station.crypto import SessionSealer  # noqa: E402
-from station.crypto.keys import station_text  # noqa: E402
-from station.review.audit import ReviewAudit  # noqa: E402
-from station.review.catalog import Catalog  # noqa: E402
-from station.review.player import CAMERA, SCREEN  # noqa: E402
-from station.review.session import ReviewSession  # noqa: E402
-from tests import reviewkit as kit  # noqa: E402
-from uploader.layout import session_prefix  # noqa: E402
-from uploader.stores import LocalFolderStore  # noqa: E402
+from station.crypto import SessionSealer
+from station.crypto.keys import station_text
+from station.review.audit import ReviewAudit
+from station.review.catalog import Catalog
+from station.review.player import CAMERA, SCREEN
+from station.review.session import ReviewSession
+from tests import reviewkit as kit
+from uploader.layout import session_prefix
+from uploader.stores import LocalFolderStore
 
 
 def encode_minute(seconds: float) -> bytes:

@@ -77,7 +77,7 @@ def test_opening_an_intact_session_shows_intact_and_marker_click_seeks_within_a_
     assert report["intact"]
     assert "INTACT" in w.verdict.banner.text() and "NOT" not in w.verdict.banner.text()
     assert [r[1] for r in w.verdict.segment_rows()] == ["ok", "ok", "ok"]
-    assert w.player.isEnabled() and w.player.screen.pixmap() is not None
+    assert w.player.isEnabled() and w.player.screen_pane.pixmap() is not None
     tl = w.player.timeline
     markers = [i for i in tl.items if i.kind == "marker"]
     assert len(markers) == 5
@@ -100,10 +100,10 @@ def test_tampered_session_names_the_altered_segment_and_refuses_to_play_it(qtbot
     rows = w.verdict.segment_rows()
     assert [r[1] for r in rows[:3]] == ["ok", "altered", "ok"]
     w.player.seek(4.5)
-    assert w.player.screen.pixmap() is None or w.player.screen.pixmap().isNull()
-    assert "segment 2 failed verification" in w.player.screen.text()
+    assert w.player.screen_pane.pixmap() is None or w.player.screen_pane.pixmap().isNull()
+    assert "segment 2 failed verification" in w.player.screen_pane.text()
     w.player.seek(7.0)
-    assert w.player.screen.pixmap() is not None and not w.player.screen.pixmap().isNull()
+    assert w.player.screen_pane.pixmap() is not None and not w.player.screen_pane.pixmap().isNull()
     assert w.setup.catalog.get(w.bad).verdict.startswith("not-intact")
 
 
@@ -133,4 +133,4 @@ def test_play_pause_and_speed_move_the_position(qtbot, window) -> None:  # type:
     at = w.player.position_s()
     qtbot.wait(200)
     assert w.player.position_s() == at
-    assert w.player.camera.pixmap() is not None and not w.player.camera.pixmap().isNull()
+    assert w.player.camera_pane.pixmap() is not None and not w.player.camera_pane.pixmap().isNull()

@@ -20,7 +20,7 @@ from station.review.audit import AuditUnavailable, ReasonRequired, ReviewAudit
 from station.review.player import CAMERA, SCREEN
 from station.review.session import NothingPlayable, ReviewSession
 from tests import reviewkit as kit
-from uploader.stores import LocalFolderStore, S3Store, S3Settings
+from uploader.stores import LocalFolderStore, S3Settings, S3Store
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ clock when there is an output device, the monotonic clock otherwise), so video f
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -64,8 +64,8 @@ class TimelineWidget(QWidget):
 
     seek_requested = Signal(float)
     ROWS = ("segment", "marker", "event", "pause", "masked", "qc")
-    ROW_NAMES = {"segment": "segments", "marker": "markers", "event": "op-log", "pause": "pauses",
-                 "masked": "masked", "qc": "QC"}
+    ROW_NAMES: ClassVar[dict[str, str]] = {"segment": "segments", "marker": "markers", "event": "op-log",
+                                           "pause": "pauses", "masked": "masked", "qc": "QC"}
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -96,7 +96,7 @@ class TimelineWidget(QWidget):
         i = self.ROWS.index(row if row in self.ROWS else "pause")
         return QRectF(0, 3 + i * h, self.width(), h - 2)
 
-    def paintEvent(self, _event: Any) -> None:  # noqa: N802 - Qt API
+    def paintEvent(self, _event: Any) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), QColor("#fafafa"))
@@ -119,7 +119,8 @@ class TimelineWidget(QWidget):
                 p.fillRect(QRectF(x0, r.top() + 2, max(2.0, x1 - x0 - 1), r.height() - 4), colour)
                 p.setPen(QColor("white"))
                 p.drawText(QRectF(x0 + 3, r.top(), max(2.0, x1 - x0 - 4), r.height()),
-                           int(Qt.AlignmentFlag.AlignVCenter), f"{it.detail.get('seq')} {it.detail.get('status')}")
+                           int(Qt.AlignmentFlag.AlignVCenter),
+                           f"{it.detail.get('seq')} {it.detail.get('status')}")
             elif it.kind == "marker":
                 colour = QColor(COLOURS["consent" if it.label.startswith("consent") else "marker"])
                 p.setBrush(QBrush(colour))
@@ -150,7 +151,7 @@ class TimelineWidget(QWidget):
                     best, best_d = it, d
         return best
 
-    def mousePressEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def mousePressEvent(self, event: Any) -> None:
         x = float(event.position().x())
         it = self.item_near(x)
         self.seek_requested.emit(it.start_s if it is not None else self.t_of(x))
@@ -209,11 +210,11 @@ class PlayerWidget(QWidget):
         self.clock: PlaybackClock | None = None
         self.refused: set[int] = set()
         self._audio = audio
-        self.camera = VideoPane("camera")
-        self.screen = VideoPane("screen")
+        self.camera_pane = VideoPane("camera")
+        self.screen_pane = VideoPane("screen")
         panes = QHBoxLayout()
-        panes.addWidget(self.camera, 2)
-        panes.addWidget(self.screen, 3)
+        panes.addWidget(self.camera_pane, 2)
+        panes.addWidget(self.screen_pane, 3)
         self.play_button = QPushButton("▶ Play")
         self.play_button.clicked.connect(self.toggle)
         self.speed = QComboBox()
@@ -259,8 +260,8 @@ class PlayerWidget(QWidget):
             self.player.close()
         self.player, self.clock = None, None
         self.play_button.setText("▶ Play")
-        self.camera.blank("camera: —")
-        self.screen.blank("screen: —")
+        self.camera_pane.blank("camera: —")
+        self.screen_pane.blank("screen: —")
 
     # --- transport -------------------------------------------------------------------------------
     @property
@@ -326,12 +327,12 @@ class PlayerWidget(QWidget):
             return
         seq = self.player.segments[self.player.segment_index_at(t_s)].seq
         gap = f"segment {seq} failed verification: not played" if seq in self.refused else "no video"
-        self.camera.show_frame(self.player.frame_at(CAMERA, t_s), gap)
-        self.screen.show_frame(self.player.frame_at(SCREEN, t_s), gap)
+        self.camera_pane.show_frame(self.player.frame_at(CAMERA, t_s), gap)
+        self.screen_pane.show_frame(self.player.frame_at(SCREEN, t_s), gap)
         self.timeline.set_position(t_s)
         self.time_label.setText(f"{fmt_time(t_s)} / {fmt_time(self.player.duration_s)}")
         self.position_changed.emit(t_s)
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: Any) -> None:
         self.unload()
         super().closeEvent(event)

@@ -9,6 +9,7 @@ as if intact.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -66,18 +67,18 @@ class CatalogModel(QAbstractTableModel):
         self.rows = self.catalog.query(self.filter, self.sort_key, self.descending)
         self.endResetModel()
 
-    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
+    def rowCount(self, parent: QModelIndex = QModelIndex()) -> int:  # type: ignore[override]  # noqa: B008
         return 0 if parent.isValid() else len(self.rows)
 
-    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # noqa: N802, B008 - Qt API
+    def columnCount(self, parent: QModelIndex = QModelIndex()) -> int:  # type: ignore[override]  # noqa: B008
         return 0 if parent.isValid() else len(COLUMNS)
 
-    def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:  # noqa: N802 - Qt API
+    def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
             return COLUMNS[section][1]
         return None
 
-    def data(self, index: QModelIndex, role: int = 0) -> Any:
+    def data(self, index: QModelIndex, role: int = 0) -> Any:  # type: ignore[override]  # noqa: PLR0911
         if not index.isValid():
             return None
         row = self.rows[index.row()]
@@ -149,10 +150,12 @@ class FilterBar(QWidget):
         for w in (self.text, self.date_from, self.date_to, self.station, self.agent, self.min_minutes,
                   self.flag, self.step, self.verdict):
             lay.addWidget(w)
-            signal = getattr(w, "editingFinished", None) or getattr(w, "currentIndexChanged", None)
             if isinstance(w, QDoubleSpinBox):
-                signal = w.valueChanged
-            signal.connect(self._emit)
+                w.valueChanged.connect(self._emit)
+            elif isinstance(w, QComboBox):
+                w.currentIndexChanged.connect(self._emit)
+            else:
+                w.editingFinished.connect(self._emit)
 
     def current(self) -> Filter:
         def txt(w: QLineEdit) -> str | None:
@@ -212,7 +215,7 @@ class VerdictPanel(QWidget):
                 self.table.setItem(len(segs) + k, j, QTableWidgetItem(text))
 
     def segment_rows(self) -> list[tuple[str, str, str]]:
-        return [tuple(self.table.item(r, c).text() for c in range(3))  # type: ignore[misc]
+        return [tuple(self.table.item(r, c).text() for c in range(3))  # type: ignore[misc, union-attr]
                 for r in range(self.table.rowCount())]
 
 
@@ -351,11 +354,12 @@ class ReviewWindow(QMainWindow):
                     rs = self._session_for(row)
                     rs.verify()
                     self.setup.catalog.set_verdict(row.session_id, rs.verdict(),
-                                                   "; ".join(p["detail"] for p in rs.report["problems"][:5]))
+                                                   "; ".join(p["detail"] for p in
+                                                             (rs.report or {}).get("problems", [])[:5]))
                     report = qcmod.analyse_session(rs, self.setup.thresholds)
                     recips = rs.recipients(self.setup.recipients)
                     if recips:
-                        qcmod.store_qc(rs, report, recips, self.setup.tmp_dir or Path("/tmp"))
+                        qcmod.store_qc(rs, report, recips, self.setup.tmp_dir or Path(tempfile.gettempdir()))
                     self.setup.catalog.set_qc(row.session_id, report.flags, report.steps["missing"],
                                               state="computed")
                 except Exception as exc:
@@ -484,6 +488,6 @@ class ReviewWindow(QMainWindow):
         d = QFileDialog.getExistingDirectory(self, "Export into an empty folder")
         return Path(d) / (self.session.session_id if self.session else "export") if d else None
 
-    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt API
+    def closeEvent(self, event: Any) -> None:
         self.player.unload()
         super().closeEvent(event)

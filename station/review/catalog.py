@@ -136,7 +136,8 @@ def row_from_manifest(doc: Mapping[str, Any], folder: str) -> SessionRow:
     assert isinstance(body, Mapping)
     parts = folder.rstrip("/").split("/")
     sid = str(_first(body, "session_id", "session", "id", default=parts[-1]))
-    station = str(_first(body, "station_id", "station", "meta.station", default=parts[-2] if len(parts) > 1 else ""))
+    station = str(_first(body, "station_id", "station", "meta.station",
+                         default=parts[-2] if len(parts) > 1 else ""))
     start = str(_first(body, "started_utc", "meta.started_utc", "start_utc", "summary.started_utc",
                        default="") or start_from_id(sid))
     duration = _first(body, "duration_s", "summary.duration_s", "meta.duration_s")
@@ -145,7 +146,8 @@ def row_from_manifest(doc: Mapping[str, Any], folder: str) -> SessionRow:
         if ns is not None:
             duration = float(ns) / 1e9
         else:
-            a, b = _parse_iso(start), _parse_iso(str(_first(body, "ended_utc", "summary.ended_utc", default="")))
+            ended = str(_first(body, "ended_utc", "summary.ended_utc", default=""))
+            a, b = _parse_iso(start), _parse_iso(ended)
             duration = (b - a).total_seconds() if a and b else 0.0
     segs = _first(body, "segments", "segment_count", "summary.segments", default=0)
     if isinstance(segs, list):
@@ -329,7 +331,8 @@ class Catalog:
             "INSERT OR REPLACE INTO sessions VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (row.session_id, row.station, row.agent, row.site, row.start_utc, row.duration_s, row.segments,
              row.folder, row.verdict, row.verdict_detail, _flags_col(row.qc_flags),
-             _flags_col(row.missing_steps), row.qc_state, row.end_reason, int(row.has_qc_object), manifest_key))
+             _flags_col(row.missing_steps), row.qc_state, row.end_reason, int(row.has_qc_object),
+             manifest_key))
 
     def add_rows(self, rows: Iterable[SessionRow]) -> None:
         """Insert rows directly (tests and benchmarks of the query side)."""
@@ -388,7 +391,8 @@ class Catalog:
     def query(self, flt: Filter | None = None, sort: str = "start", descending: bool = True,
               limit: int | None = None) -> list[SessionRow]:
         flt = flt or Filter()
-        where, args = [], []  # type: ignore[var-annotated]
+        where: list[str] = []
+        args: list[Any] = []
         if flt.date_from:
             where.append("start_utc >= ?")
             args.append(flt.date_from)
@@ -418,8 +422,8 @@ class Catalog:
             where.append("(instr(lower(session_id), ?) > 0 OR instr(lower(station), ?) > 0 "
                          "OR instr(lower(agent), ?) > 0)")
             args += [flt.text.lower()] * 3
-        col = SORT_COLUMNS.get(sort)
-        if col is None:
+        col = SORT_COLUMNS.get(sort, "")
+        if not col:
             raise ValueError(f"cannot sort by {sort!r}; one of {', '.join(SORT_COLUMNS)}")
         clause = ("WHERE " + " AND ".join(where)) if where else ""
         clause += f" ORDER BY {col} {'DESC' if descending else 'ASC'}, session_id"
@@ -431,7 +435,8 @@ class Catalog:
         with self._lock:
             cur = self._db.execute(
                 "SELECT session_id, station, agent, site, start_utc, duration_s, segments, folder, verdict, "
-                f"verdict_detail, qc_flags, missing_steps, qc_state, end_reason, has_qc_object FROM sessions {clause}",
+                "verdict_detail, qc_flags, missing_steps, qc_state, end_reason, has_qc_object "
+                "FROM sessions " + clause,  # clause: fixed column names; every value is a bound parameter
                 list(args))
             return [SessionRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], r[7], r[8], r[9], _split(r[10]),
                                _split(r[11]), r[12], r[13], bool(r[14])) for r in cur]

@@ -195,7 +195,7 @@ class Player:
         self._starts = self._planned_starts()
         # per video kind: (segment seq, next packet index, last decoded frame)
         self._cursor: dict[str, tuple[int, int, VideoFrame | None]] = {}
-        self._ahead: dict[str, VideoFrame] = {}
+        self._ahead: dict[str, list[VideoFrame]] = {}
         self.refused: set[int] = set()
 
     # --- layout ----------------------------------------------------------------------------
@@ -359,8 +359,7 @@ class Player:
         if not tr.packets:
             return None
         target = bisect.bisect_right(tr.pts_s, t_s) - 1   # packet index of the frame to show
-        if target < 0:
-            target = 0
+        target = max(target, 0)
         ctx = tr.stream.codec_context
         cur = self._cursor.get(kind)
         restart = (cur is None or cur[0] != seg.ref.seq or cur[2] is None or t_s < cur[2].pts_s
@@ -559,7 +558,8 @@ class PlaybackClock:
             span = n_out / self.rate_hz * self.speed
             src = self.player.audio(self._fed_s, self._fed_s + span)
             if self.speed != 1.0 and src.size:
-                src = np.interp(np.linspace(0, src.size - 1, n_out), np.arange(src.size), src).astype(np.float32)
+                src = np.interp(np.linspace(0, src.size - 1, n_out), np.arange(src.size),
+                                src).astype(np.float32)
             if src.size != n_out:
                 src = np.resize(src, n_out) if src.size else np.zeros(n_out, np.float32)
             with self._qlock:
@@ -575,6 +575,6 @@ class PlaybackClock:
             try:
                 self._stream.stop()
                 self._stream.close()
-            except Exception:  # closing a dead stream
-                pass
+            except Exception as exc:  # closing a stream whose device went away
+                log.debug("audio output close: %s", exc)
             self._stream = None

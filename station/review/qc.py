@@ -101,7 +101,7 @@ class FaceDetector:
     def __init__(self) -> None:
         import cv2
 
-        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+        path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"  # type: ignore[attr-defined]
         self._cascade = cv2.CascadeClassifier(path)
         if self._cascade.empty():
             raise RuntimeError(f"cannot load the face cascade {path}")
@@ -240,7 +240,8 @@ class AudioQc:
 
     def spans(self, min_s: float = 2.0) -> list[Span]:
         """Silent stretches of at least min_s (shorter pauses in speech are normal)."""
-        return [s for s in _spans(SILENCE, self._silent_marks, AUDIO_WINDOW_S) if s.end_s - s.start_s >= min_s]
+        spans = _spans(SILENCE, self._silent_marks, AUDIO_WINDOW_S)
+        return [s for s in spans if s.end_s - s.start_s >= min_s]
 
 
 # --- operation log: script steps and consent --------------------------------------------------

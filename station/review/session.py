@@ -24,7 +24,7 @@ from typing import Any, BinaryIO
 
 from station import logs
 from station.crypto.sealed import SealedReader, SealError
-from station.crypto.session import MANIFEST_RE, SESSION_MANIFEST, manifest_name, seg_name
+from station.crypto.session import MANIFEST_RE, SESSION_MANIFEST, seg_name
 from station.crypto.verify import verify_session
 from station.errors import StationError
 from station.review import qc as qcmod
@@ -176,10 +176,11 @@ class ReviewSession:
             a, b = man.get("started_mono_ns"), man.get("ended_mono_ns")
             if isinstance(a, int) and isinstance(b, int) and b > a:
                 dur = (b - a) / 1e9
-            nxt = mans.get(seqs[i + 1], {}).get("stats", {}).get("start_pts_ms") if i + 1 < len(seqs) else None
+            nxt = (mans.get(seqs[i + 1], {}).get("stats", {}).get("start_pts_ms")
+                   if i + 1 < len(seqs) else None)
             if isinstance(nxt, (int, float)) and start_s >= 0:
                 dur = nxt / 1000 - start_s
-            lasts = [v.get("last_pts_ms") for v in (stats.get("streams") or {}).values()
+            lasts: list[float] = [v["last_pts_ms"] for v in (stats.get("streams") or {}).values()
                      if isinstance(v, dict) and isinstance(v.get("last_pts_ms"), (int, float))]
             if not (isinstance(nxt, (int, float)) and start_s >= 0) and lasts and start_s >= 0:
                 dur = max(lasts) / 1000 - start_s + 0.04
@@ -212,7 +213,8 @@ class ReviewSession:
         refs = self.segment_refs()
         refused = set(self.refused_segments())
         if not [r for r in refs if r.seq not in refused]:
-            raise NothingPlayable(self.session_id, "; ".join(p["detail"] for p in self.report["problems"][:3]))
+            details = "; ".join(p["detail"] for p in self.report["problems"][:3])
+            raise NothingPlayable(self.session_id, details)
         if audit:
             self.audit.record("play", self.session_id, reason,
                               refused_segments=",".join(map(str, sorted(refused))))
@@ -279,7 +281,7 @@ class ReviewSession:
                 items.append(TimelineItem("marker", at, at, label, ev))
             else:
                 items.append(TimelineItem("event", at, at, kind, ev))
-        for seq, man in sorted(self.manifests().items()):
+        for _seq, man in sorted(self.manifests().items()):
             for gap in (man.get("stats") or {}).get("gaps") or man.get("gaps") or []:
                 if isinstance(gap, dict):
                     span = _ms_pair(gap)
@@ -289,7 +291,8 @@ class ReviewSession:
         for entry in self.mask_entries():
             span = _ms_pair(entry)
             if span:
-                items.append(TimelineItem("masked", span[0], span[1], str(entry.get("rule", "masked")), entry))
+                items.append(TimelineItem("masked", span[0], span[1], str(entry.get("rule", "masked")),
+                                          entry))
         if qc_report is not None:
             for sp in qc_report.spans:
                 items.append(TimelineItem("qc", sp.start_s, sp.end_s, sp.flag, {"flag": sp.flag}))
