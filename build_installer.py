@@ -49,6 +49,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parent
 PACKAGING = ROOT / "packaging"
@@ -214,6 +215,9 @@ def build_bundle(out: Artefacts, work: Path) -> Path:
     out.figures["bundle_build_s"] = round(time.monotonic() - t0, 1)
     out.figures["bundle_size_mb"] = round(dir_size_bytes(bundle) / 1e6, 1)
     out.bundle = bundle
+    parts = sorted(((dir_size_bytes(p) if p.is_dir() else p.stat().st_size, p.name)
+                    for p in (bundle / "_internal").iterdir()), reverse=True)
+    log("largest parts: " + ", ".join(f"{name} {size / 1e6:.0f} MB" for size, name in parts[:8]))
     return bundle
 
 
@@ -811,8 +815,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.smoke:
             exe = Path(args.exe) if args.exe else (out.dist / "bundle" / "station" / EXE_NAME)
             smoke = run_smoke(exe, policy_set=args.smoke_set)
+            skipped = cast("list[str]", smoke["skipped"])
             log(f"smoke test passed in {smoke['seconds']} s"
-                + (f" (not yet offered, skipped: {', '.join(smoke['skipped'])})" if smoke["skipped"] else ""))
+                + (f" (not offered, skipped: {', '.join(skipped)})" if skipped else ""))
             result["smoke"] = smoke
     except BuildError as exc:
         log(f"FAILED: {exc}")
