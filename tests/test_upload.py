@@ -278,3 +278,27 @@ def test_embedded_local_store_takes_the_same_path_and_verify_reads_it(
     assert not sd.exists()
     rc, report, err = _cli(capsys, "verify", sd.name, "--json", "--trust", station_text(signer.verify_key))
     assert rc == 0 and report["intact"] is True, err
+
+
+def test_a_second_uploader_waits_for_the_data_dir_lock_instead_of_duplicating_work(
+        station_home: Path) -> None:
+    import fcntl
+    import os
+
+    from uploader.stores import LocalFolderStore
+
+    sd = sealed_session(station_home / "spool", segments=1)
+    lock = station_home / "journal.lock"
+    up = Uploader(LocalFolderStore(station_home / "store"), Journal(station_home / "journal.sqlite"),
+                  station_home / "spool", Policy.defaults().replace(storage__object_lock="ignore"),
+                  lock_path=lock)
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)  # the running station's uploader
+    try:
+        busy = up.drain(wait_retries=False)
+        assert "another uploader" in busy["busy"] and busy["backlog"]["count"] == 5
+        assert up.drain(timeout_s=0.5)["busy"] and sd.exists()
+    finally:
+        os.close(fd)
+    result = up.drain()
+    assert result["error"] is None and "busy" not in result and not sd.exists()

@@ -23,6 +23,7 @@ refusal, a corrupt spool file) stop ``drain`` and are retried only slowly in the
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import threading
 import time
@@ -104,7 +105,8 @@ class Uploader:
                  station_id: str = "station", call_active: Callable[[], bool] = lambda: False,
                  on_event: Callable[[dict[str, Any]], None] | None = None,
                  audit: Any = None, wall: Callable[[], float] = time.time,
-                 backoff: Backoff | None = None, poll_s: float = 1.0) -> None:
+                 backoff: Backoff | None = None, poll_s: float = 1.0,
+                 lock_path: Path | None = None) -> None:
         self.store = store
         self.journal = journal
         self.spool_dir = Path(spool_dir)
@@ -118,6 +120,7 @@ class Uploader:
         self.backoff = backoff or Backoff(up.retry_initial_s, 1.5, up.retry_max_s)
         self.concurrency = int(up.concurrency)
         self.poll_s = poll_s
+        self.lock_path = lock_path  # one active uploader per data dir (the app or a CLI run)
         self.prefix = store.prefix
         self.object_lock: dict[str, Any] | None = None
         self.stats: dict[str, int] = defaultdict(int)
@@ -133,7 +136,8 @@ class Uploader:
         ctx.ensure_dirs()
         journal = Journal(journal_path(ctx.data_dir))
         return cls(store, journal, ctx.spool_dir, ctx.policy, station_id=ctx.station_id,
-                   call_active=call_active, audit=ctx.audit, **kw)
+                   call_active=call_active, audit=ctx.audit,
+                   lock_path=journal_path(ctx.data_dir).with_suffix(".lock"), **kw)
 
     def close(self) -> None:
         self.store.close()
@@ -348,6 +352,34 @@ class Uploader:
     def drain(self, *, wait_retries: bool = True, timeout_s: float | None = None,
               stop: threading.Event | None = None, retry_now: bool = True,
               check: bool = True) -> dict[str, Any]:
+        """See :meth:`_drain`; first takes the data dir's uploader lock (``lock_path``): while
+        another uploader holds it, wait (``wait_retries``) or report ``busy``."""
+        if self.lock_path is None:
+            return self._drain(wait_retries=wait_retries, timeout_s=timeout_s, stop=stop,
+                               retry_now=retry_now, check=check)
+        stop = stop or threading.Event()
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if not wait_retries or stop.is_set() or (
+                            deadline is not None and time.monotonic() > deadline):
+                        summary = self._summary(None)
+                        summary["busy"] = "another uploader (the running station) is uploading this spool"
+                        return summary
+                    stop.wait(0.2)
+            left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+            return self._drain(wait_retries=wait_retries, timeout_s=left, stop=stop,
+                               retry_now=retry_now, check=check)
+        finally:
+            os.close(fd)  # releases the lock
+
+    def _drain(self, *, wait_retries: bool, timeout_s: float | None,
+               stop: threading.Event | None, retry_now: bool, check: bool) -> dict[str, Any]:
         """Upload until nothing is pending (``wait_retries``: also wait out soft-failure backoffs),
         a hard failure, ``timeout_s`` or ``stop``. Returns a summary.
 

@@ -59,6 +59,8 @@ def human(result: Any) -> str:
     lock = result.get("object_lock") or {}
     if lock.get("warning"):
         lines.append("warning: " + lock["warning"])
+    if result.get("busy"):
+        lines.append("note: " + result["busy"])
     if result.get("error"):
         lines.append("error: " + result["error"])
     return "\n".join(lines)
