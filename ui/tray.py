@@ -9,6 +9,7 @@ from station import logs
 from ui.agent_window import COLOURS, AgentWindow, banner_kind
 from ui.bridge import FlowBridge
 from ui.i18n import Translator
+from ui.notify import notify_async
 from ui.qt import QAction, QBrush, QColor, QIcon, QMenu, QPainter, QPixmap, QSystemTrayIcon, Qt, Slot
 
 log = logs.get("ui")
@@ -89,6 +90,8 @@ class StationTray(QSystemTrayIcon):
         icon = QSystemTrayIcon.MessageIcon.Critical if critical else QSystemTrayIcon.MessageIcon.Warning
         if self.isVisible():
             self.showMessage(title, body, icon, 15000 if critical else 5000)
+        else:  # no tray on this desktop: ask the notification service directly
+            notify_async(title, body, critical)
 
     def _show_window(self) -> None:
         self.window.showNormal()
