@@ -173,3 +173,34 @@ def test_glibc_floor_is_the_newest_symbol_version_the_binaries_need(tmp_path: Pa
     # never above the build machine's glibc, which the binary was linked against
     build = tuple(map(int, bi.platform.libc_ver()[1].split(".")))
     assert tuple(map(int, floor.split("."))) <= build
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-deb"), reason="needs dpkg-deb")
+def test_deb_from_the_same_bundle_is_byte_identical_and_lays_out_the_seat(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = _fake_bundle(tmp_path / "bundle" / "station")
+    exe = bundle / "station"
+    exe.write_bytes(b"#!/bin/sh\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1764000000")
+    debs = []
+    for n in (1, 2):
+        out = bi.Artefacts("3.2.1", tmp_path / f"dist{n}", bundle=bundle)
+        out.dist.mkdir()
+        debs.append(bi.build_deb(out, tmp_path / f"work{n}", "gzip:6"))
+    assert debs[0].name == f"dualrec-station_3.2.1_{bi.deb_arch()}.deb"
+    assert debs[0].read_bytes() == debs[1].read_bytes()
+    listing = subprocess.run(["dpkg-deb", "-c", str(debs[0])], capture_output=True, text=True,
+                             check=True).stdout
+    entries = {ln.split()[-1].lstrip("."): ln.split()[0] for ln in listing.splitlines()}
+    assert entries["/opt/dualrec/station"] == "-rwxr-xr-x" and entries["/usr/bin/station"] == "-rwxr-xr-x"
+    assert "/etc/xdg/autostart/dualrec-station.desktop" in entries
+    assert "/etc/dualrec/" in entries and not any(e.startswith("/etc/dualrec/") and e != "/etc/dualrec/"
+                                                   for e in entries)  # no policy shipped
+    assert all(" root/root " in f" {ln} " for ln in listing.splitlines())
+    info = subprocess.run(["dpkg-deb", "-f", str(debs[0]), "Version", "Depends"], capture_output=True,
+                          text=True, check=True).stdout
+    assert "Version: 3.2.1" in info
+    conffiles = subprocess.run(["dpkg-deb", "-I", str(debs[0]), "conffiles"], capture_output=True,
+                               text=True, check=True).stdout
+    assert conffiles.split() == ["/etc/xdg/autostart/dualrec-station.desktop"]
