@@ -60,11 +60,19 @@ def test_catalog_lists_sessions_in_seaweedfs(sessions: list[Path], s3: object, s
                                              tmp_path: Path) -> None:
     store = S3Store(S3Settings(endpoint=s3.endpoint, region=s3.region, bucket=s3_bucket, prefix="dualrec"),
                     s3.access_key, s3.secret_key)
-    for s, st in zip(sessions, ("seat-01", "seat-02", "seat-01"), strict=True):
+    for s, st in list(zip(sessions, ("seat-01", "seat-02", "seat-01"), strict=True))[:2]:
         kit.upload(s, store, prefix="dualrec", station=st)
     store.put("dualrec/audit/review/x.json", b"{}")          # not a session
     cat = Catalog.for_store(store, tmp_path / "data")
-    assert cat.refresh()["total"] == 3
+    assert cat.refresh()["total"] == 2
+    kit.upload(sessions[2], store, prefix="dualrec", station="seat-01")
+    listed: list[str] = []
+    real_list = store.list
+    store.list = lambda prefix="": listed.append(prefix) or real_list(prefix)  # type: ignore[method-assign]
+    again = cat.refresh()
+    assert (again["added"], again["total"]) == (1, 3)
+    # incremental: only the recent day folders are listed, never the whole bucket
+    assert listed and all(p.count("/") == 4 and p.startswith("dualrec/20") for p in listed)
     _check_listing(cat, sessions)
     assert [r.agent for r in cat.query(Filter(station="seat-02"))] == ["bob"]
 

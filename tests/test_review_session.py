@@ -256,3 +256,19 @@ def test_export_from_the_review_side_runs_station_export_on_the_stored_session(
     assert {"seg-000001.mkv", "seg-000003.mkv", "oplog.jsonl"} <= set(result["files"]) and result["intact"]
     assert [r["action"] for r in audit.records(rs.session_id)] == ["export"]
     assert [r["event"] for r in ctx.audit.records()][-2:] == ["export-started", "export-completed"]
+
+
+def test_crossing_a_segment_boundary_loses_no_frame_and_no_audio(recorded: Path, keys: tuple,
+                                                                  tmp_path: Path) -> None:
+    store = LocalFolderStore(tmp_path / "store")
+    rs, _ = _open(store, kit.upload(recorded, store), keys, tmp_path)
+    rs.verify()
+    player = rs.player(audit=False)
+    try:
+        counters = [kit.read_counter(player.frame_at(SCREEN, 2.5 + k / 10 + 0.01).rgb()) for k in range(10)]
+        assert counters == list(range(25, 35))              # 2.5 s .. 3.4 s, through the 3.0 s boundary
+        hum = player.audio(2.9, 3.1)                         # the quiet hum between beeps never stops
+        windows = np.abs(hum).reshape(-1, 480).max(axis=1)   # 10 ms windows
+        assert windows.min() > 0.01
+    finally:
+        player.close()
