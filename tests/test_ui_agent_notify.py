@@ -54,6 +54,7 @@ def test_unexpected_stop_notification_goes_over_dbus_with_critical_urgency(notif
     assert body[3:5] == ("Recording stopped", "device lost") and body[6]["urgency"] == ("y", 2)
 
 
-def test_no_notification_service_is_logged_not_raised(display, monkeypatch):
+def test_no_notification_bus_or_service_is_logged_not_raised(display, monkeypatch):
+    assert send_notification("Recording stopped", "device lost") is None  # bus without the service
     monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/bus")
     assert send_notification("Recording stopped", "device lost") is None

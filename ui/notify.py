@@ -23,7 +23,7 @@ def send_notification(title: str, body: str, critical: bool = False, app: str = 
                       timeout_ms: int = 15000) -> int | None:
     """Send one notification; returns its id, or None when no notification service answered."""
     try:
-        from jeepney import DBusAddress, new_method_call
+        from jeepney import DBusAddress, HeaderFields, MessageType, new_method_call
         from jeepney.io.blocking import open_dbus_connection
     except ImportError:
         log.info("no jeepney: desktop notification not sent")
@@ -36,11 +36,12 @@ def send_notification(title: str, body: str, critical: bool = False, app: str = 
     try:
         with open_dbus_connection(bus="SESSION") as conn:
             reply = conn.send_and_get_reply(msg, timeout=3)
+        if reply.header.message_type != MessageType.method_return:
+            raise RuntimeError(f"{reply.header.fields.get(HeaderFields.error_name)}: {reply.body}")
+        return int(reply.body[0])
     except Exception as exc:  # no bus, no service, a timeout: the window still shows it all
         log.info("desktop notification not delivered: %s", exc)
         return None
-    body_ = reply.body
-    return int(body_[0]) if body_ else None
 
 
 def notify_async(title: str, body: str, critical: bool = False) -> threading.Thread:
