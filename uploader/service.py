@@ -360,16 +360,21 @@ class Uploader:
         stop = stop or threading.Event()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+        busy = "another uploader (the running station) is uploading this spool"
         try:
+            waited = False
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                     break
                 except BlockingIOError:
+                    if not waited and wait_retries:
+                        self._emit({"event": "waiting", "message": busy})
+                        waited = True
                     if not wait_retries or stop.is_set() or (
                             deadline is not None and time.monotonic() > deadline):
                         summary = self._summary(None)
-                        summary["busy"] = "another uploader (the running station) is uploading this spool"
+                        summary["busy"] = busy
                         return summary
                     stop.wait(0.2)
             left = None if deadline is None else max(deadline - time.monotonic(), 0.0)
