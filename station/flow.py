@@ -337,7 +337,9 @@ class SessionFlow:
         flow may be inside ``session.stop()`` joining that very thread)."""
         data = data if isinstance(data, dict) else {"value": data}
         code = data.get("code") or data.get("stop_code")
-        if name in ("stopped", "failed", "error") and code and str(code) != StopCode.NORMAL:
+        # any end the flow did not ask for (device lost, disk full, even a normal end such as
+        # session.max_minutes) must reach the agent: the flow no longer records
+        if name in ("stopped", "failed", "error") and code:
             if self._stopping:
                 return
             err = str(data.get("error") or data.get("message") or "")

@@ -139,3 +139,16 @@ def test_flow_writes_live_warnings_into_the_operation_log(flow):
     assert flow.check_health(watch) == [("camera_black", True)]
     assert ("oplog", {"kind": "warning", "warning": "camera_black", "active": True}) in rec.events
     assert flow.snapshot()["warnings"] == ["camera_black"]
+
+
+def test_a_recording_that_ends_by_itself_normally_still_ends_the_flow(flow):
+    seen = []
+    flow.subscribe(lambda n, d: seen.append(n))
+    flow.start()
+    flow.agree()
+    flow.made.sessions[0].fail(StopCode.NORMAL, "maximum session length reached")
+    deadline = time.monotonic() + 5
+    while "stopped_unexpectedly" not in seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert flow.state is FlowState.STOPPED and flow.stop_code is StopCode.NORMAL
+    assert "stopped_unexpectedly" in seen
