@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from station.flow import FlowState
 from ui.bridge import FlowBridge
@@ -53,6 +53,15 @@ COLOURS = {
     "stopped_error": ("#8e0000", "#ffffff"),
 }
 PREVIEW_W, PREVIEW_H = 192, 108
+
+
+W = TypeVar("W", bound=QWidget)
+
+
+def named(widget: W, name: str) -> W:
+    """Give a widget its object name (tests, screenshots and accessibility find it by that)."""
+    widget.setObjectName(name)
+    return widget
 
 
 def fmt_elapsed(seconds: float) -> str:
@@ -105,7 +114,7 @@ class AgentWindow(QMainWindow):
         root.setContentsMargins(12, 12, 12, 12)
         root.setSpacing(10)
 
-        self.banner = QLabel(objectName="stateBanner")
+        self.banner = named(QLabel(), "stateBanner")
         self.banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.banner.setMinimumHeight(84)
         self.banner.setWordWrap(True)
@@ -113,13 +122,13 @@ class AgentWindow(QMainWindow):
         font.setPointSize(22)
         font.setBold(True)
         self.banner.setFont(font)
-        self.hint = QLabel(objectName="stateHint")
+        self.hint = named(QLabel(), "stateHint")
         self.hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.hint.setWordWrap(True)
         root.addWidget(self.banner)
         root.addWidget(self.hint)
 
-        self.warnings_label = QLabel(objectName="warningsLabel")
+        self.warnings_label = named(QLabel(), "warningsLabel")
         self.warnings_label.setStyleSheet("background:#fff3e0; color:#bf360c; font-weight:bold;"
                                           "padding:6px; border:2px solid #ef6c00;")
         self.warnings_label.setWordWrap(True)
@@ -129,10 +138,10 @@ class AgentWindow(QMainWindow):
         top = QHBoxLayout()
         self.session_box = QGroupBox()
         grid = QGridLayout(self.session_box)
-        self.k_customer, self.customer_label = QLabel(), QLabel(objectName="customerLabel")
-        self.k_ref, self.ref_label = QLabel(), QLabel(objectName="refLabel")
-        self.k_agent, self.agent_label = QLabel(), QLabel(objectName="agentLabel")
-        self.k_sid, self.sid_label = QLabel(), QLabel(objectName="sessionLabel")
+        self.k_customer, self.customer_label = QLabel(), named(QLabel(), "customerLabel")
+        self.k_ref, self.ref_label = QLabel(), named(QLabel(), "refLabel")
+        self.k_agent, self.agent_label = QLabel(), named(QLabel(), "agentLabel")
+        self.k_sid, self.sid_label = QLabel(), named(QLabel(), "sessionLabel")
         for row, (k, v) in enumerate(((self.k_customer, self.customer_label), (self.k_ref, self.ref_label),
                                       (self.k_agent, self.agent_label), (self.k_sid, self.sid_label))):
             grid.addWidget(k, row, 0)
@@ -142,34 +151,36 @@ class AgentWindow(QMainWindow):
 
         self.health_box = QGroupBox()
         hg = QGridLayout(self.health_box)
-        self.preview = QLabel(objectName="cameraPreview")
+        self.preview = named(QLabel(), "cameraPreview")
         self.preview.setFixedSize(PREVIEW_W, PREVIEW_H)
         self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
         self.preview.setStyleSheet("background:#263238; color:#b0bec5;")
         hg.addWidget(self.preview, 0, 0, 5, 1)
-        self.k_screen, self.screen_label = QLabel(), QLabel("–", objectName="screenLabel")
-        self.k_mic, self.mic_level = QLabel(), QProgressBar(objectName="micLevel")
+        self.k_screen, self.screen_label = QLabel(), named(QLabel("–"), "screenLabel")
+        self.k_mic, self.mic_level = QLabel(), named(QProgressBar(), "micLevel")
         self.mic_level.setRange(0, 60)
         self.mic_level.setTextVisible(False)
         self.mic_level.setFixedHeight(12)
-        self.k_disk, self.disk_label = QLabel(), QLabel("–", objectName="diskLabel")
-        self.k_backlog, self.backlog_label = QLabel(), QLabel("–", objectName="backlogLabel")
-        for row, (k, v) in enumerate(((self.k_screen, self.screen_label), (self.k_mic, self.mic_level),
-                                      (self.k_disk, self.disk_label), (self.k_backlog, self.backlog_label))):
-            hg.addWidget(k, row, 1)
-            hg.addWidget(v, row, 2)
+        self.k_disk, self.disk_label = QLabel(), named(QLabel("–"), "diskLabel")
+        self.k_backlog, self.backlog_label = QLabel(), named(QLabel("–"), "backlogLabel")
+        rows: tuple[tuple[QLabel, QWidget], ...] = (
+            (self.k_screen, self.screen_label), (self.k_mic, self.mic_level),
+            (self.k_disk, self.disk_label), (self.k_backlog, self.backlog_label))
+        for row, (key, value) in enumerate(rows):
+            hg.addWidget(key, row, 1)
+            hg.addWidget(value, row, 2)
         top.addWidget(self.health_box, 4)
         root.addLayout(top)
 
-        self.consent_box = QGroupBox(objectName="consentBox")
+        self.consent_box = named(QGroupBox(), "consentBox")
         cl = QVBoxLayout(self.consent_box)
-        self.consent_text = QTextEdit(objectName="consentText")
+        self.consent_text = named(QTextEdit(), "consentText")
         self.consent_text.setReadOnly(True)
         self.consent_text.setMaximumHeight(90)
         cl.addWidget(self.consent_text)
         crow = QHBoxLayout()
-        self.agree_button = QPushButton(objectName="agreeButton")
-        self.refuse_button = QPushButton(objectName="refuseButton")
+        self.agree_button = named(QPushButton(), "agreeButton")
+        self.refuse_button = named(QPushButton(), "refuseButton")
         self.agree_button.setStyleSheet("background:#2e7d32; color:white; padding:6px 14px;")
         self.refuse_button.setStyleSheet("background:#c62828; color:white; padding:6px 14px;")
         self.agree_button.clicked.connect(lambda: self.bridge.run(self.flow.agree, "agree"))
@@ -180,11 +191,11 @@ class AgentWindow(QMainWindow):
         cl.addLayout(crow)
         root.addWidget(self.consent_box)
 
-        self.steps_box = QGroupBox(objectName="stepsBox")
+        self.steps_box = named(QGroupBox(), "stepsBox")
         sl = QVBoxLayout(self.steps_box)
         self.step_boxes: dict[str, QCheckBox] = {}
         for step in self.flow.steps:
-            box = QCheckBox(objectName=f"step_{step}")
+            box = named(QCheckBox(), f"step_{step}")
             box.clicked.connect(lambda checked, s=step: self._tick_step(s, checked))
             self.step_boxes[step] = box
             sl.addWidget(box)
@@ -195,18 +206,18 @@ class AgentWindow(QMainWindow):
         line.setFrameShape(QFrame.Shape.HLine)
         root.addWidget(line)
         controls = QHBoxLayout()
-        self.start_button = QPushButton(objectName="startButton")
+        self.start_button = named(QPushButton(), "startButton")
         self.start_button.setStyleSheet("font-weight:bold; padding:8px 18px;")
         self.start_button.clicked.connect(
             lambda: self.bridge.run(lambda: self.flow.start(source="ui"), "start"))
-        self.pause_reason = QLineEdit(objectName="pauseReason")
+        self.pause_reason = named(QLineEdit(), "pauseReason")
         self.pause_reason.setMaxLength(200)
-        self.pause_button = QPushButton(objectName="pauseButton")
+        self.pause_button = named(QPushButton(), "pauseButton")
         self.pause_button.clicked.connect(self._pause)
         self.pause_reason.returnPressed.connect(self._pause)
-        self.resume_button = QPushButton(objectName="resumeButton")
+        self.resume_button = named(QPushButton(), "resumeButton")
         self.resume_button.clicked.connect(lambda: self.bridge.run(self.flow.resume, "resume"))
-        self.stop_button = QPushButton(objectName="stopButton")
+        self.stop_button = named(QPushButton(), "stopButton")
         self.stop_button.clicked.connect(lambda: self.bridge.run(self.flow.stop, "stop"))
         for w in (self.start_button, self.pause_reason, self.pause_button, self.resume_button,
                   self.stop_button):
@@ -214,12 +225,12 @@ class AgentWindow(QMainWindow):
         root.addLayout(controls)
 
         bottom = QHBoxLayout()
-        self.error_label = QLabel(objectName="actionError")
+        self.error_label = named(QLabel(), "actionError")
         self.error_label.setStyleSheet("color:#c62828;")
         self.error_label.setWordWrap(True)
         bottom.addWidget(self.error_label, 1)
         self.k_language = QLabel()
-        self.language_box = QComboBox(objectName="languageBox")
+        self.language_box = named(QComboBox(), "languageBox")
         for code, name in LANGUAGES.items():
             self.language_box.addItem(name, code)
         self.language_box.currentIndexChanged.connect(
