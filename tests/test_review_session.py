@@ -272,3 +272,36 @@ def test_crossing_a_segment_boundary_loses_no_frame_and_no_audio(recorded: Path,
         assert windows.min() > 0.01
     finally:
         player.close()
+
+
+def test_truncated_segment_is_played_up_to_its_last_authenticated_message(keys: tuple, tmp_path: Path) -> None:
+    """A station killed mid-segment: recovery closes the chain, the verdict says truncated, and the
+    player shows what was sealed before the cut instead of refusing the segment."""
+    from station.crypto import SessionSealer, recover_session
+
+    ident, sk = keys
+    sid = kit.new_session_id()
+    d = tmp_path / "spool" / sid
+    sealer = SessionSealer(d, sid, "seat-01", [bytes(ident.public_key)], sk, meta={"agent": "kim"})
+    kit.encode_segment(kit._WriteOnly(sealer.open_segment(1, "media")), start_s=0.0, dur_s=3.0)
+    sealer.close_segment(1, {"start_pts_ms": 0})
+    media = sealer.open_segment(2, "media")
+    kit.encode_segment(kit._WriteOnly(media), start_s=3.0, dur_s=3.0)   # never closed: no FINAL
+    size = media.path.stat().st_size
+    sealer.abandon()
+    with open(media.path, "r+b") as fh:                                  # the crash cut the tail
+        fh.truncate(size - size // 3)
+    assert recover_session(d, sk) is not None
+    store = LocalFolderStore(tmp_path / "store")
+    rs, _ = _open(store, kit.upload(d, store), keys, tmp_path)
+    report = rs.open(reason="crash review")
+    assert [s["status"] for s in report["segments"]] == ["ok", "truncated"]
+    assert rs.refused_segments() == []
+    player = rs.player()
+    try:
+        fr = player.frame_at(SCREEN, 3.5)
+        assert fr is not None and kit.read_counter(fr.rgb()) == 35
+        last = player.frame_at(SCREEN, 5.99)
+        assert last is not None and 3.5 <= last.pts_s < 5.9               # stops where the cut is
+    finally:
+        player.close()

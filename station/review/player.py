@@ -39,7 +39,8 @@ log = logs.get("review")
 SCREEN, CAMERA, AUDIO = "screen", "camera", "audio"
 PREFETCH_S = 8.0             # start loading the next segment this long before the boundary
 MAX_FORWARD_DECODE_S = 3.0   # a forward jump further than this seeks to a keyframe instead
-ALIGN_TOLERANCE_S = 1.0      # container pts within this of the manifest start count as session time
+ALIGN_TOLERANCE_S = 1.0      # a segment whose pts start below this while the manifests place it
+                             # later has segment-relative timestamps and is shifted
 
 
 class PlaybackError(Exception):
@@ -124,6 +125,12 @@ class _Loaded:
             self.reader.close()
 
 
+def _is_truncation(exc: BaseException) -> bool:
+    from station.crypto.sealed import Truncated
+
+    return isinstance(exc, Truncated) or isinstance(exc.__cause__ or exc.__context__, Truncated)
+
+
 def classify_streams(container: Any) -> dict[str, Any]:
     """Map screen / camera / audio to the container's streams (by title, else by size)."""
     out: dict[str, Any] = {}
@@ -197,6 +204,7 @@ class Player:
         self._cursor: dict[str, tuple[int, int, VideoFrame | None]] = {}
         self._ahead: dict[str, list[VideoFrame]] = {}
         self.refused: set[int] = set()
+        self.truncated: dict[int, str] = {}   # seq -> why (played up to the cut)
 
     # --- layout ----------------------------------------------------------------------------
     def _planned_starts(self) -> list[float]:
@@ -248,14 +256,21 @@ class Player:
             tracks = {kind: _Track(kind, s) for kind, s in streams.items()}
             raw: dict[str, list[tuple[float, Any, bool]]] = {k: [] for k in tracks}
             tbs = {s.index: float(s.time_base) for s in streams.values()}
-            for pkt in container.demux(*streams.values()):
-                if pkt.size == 0 or pkt.pts is None:
-                    continue
-                si = pkt.stream_index
-                kind = by_index.get(si)
-                if kind is None:
-                    continue
-                raw[kind].append((pkt.pts * tbs[si], pkt, pkt.is_keyframe))
+            try:
+                for pkt in container.demux(*streams.values()):
+                    if pkt.size == 0 or pkt.pts is None:
+                        continue
+                    si = pkt.stream_index
+                    kind = by_index.get(si)
+                    if kind is None:
+                        continue
+                    raw[kind].append((pkt.pts * tbs[si], pkt, pkt.is_keyframe))
+            except Exception as exc:
+                # a segment cut by a crash plays up to its last authenticated message
+                if not _is_truncation(exc) or not any(raw.values()):
+                    raise
+                self.truncated[ref.seq] = str(exc)
+                log.warning("segment %s is truncated; playing what authenticated: %s", ref.seq, exc)
         except Exception as exc:
             container.close()
             reader.close()
@@ -263,7 +278,8 @@ class Player:
         firsts = [v[0][0] for v in raw.values() if v]
         first = min(firsts) if firsts else 0.0
         planned = self._starts[idx]
-        if idx > 0 and abs(first - planned) > ALIGN_TOLERANCE_S:
+        if idx > 0 and first < ALIGN_TOLERANCE_S < planned:
+            # container timestamps restart at 0 in this segment: place it where the manifests say
             offset = planned - first
         elif idx == 0 and first > ALIGN_TOLERANCE_S and ref.start_s < 0:
             offset = -first
@@ -284,6 +300,8 @@ class Player:
                 end = max(end, max(x[0] for x in items) + dur)
         loaded = _Loaded(ref, container, reader, tracks, first + offset, end + offset,
                          time.perf_counter() - t0, offset)
+        if ref.start_s < 0:   # no start in the manifest: the container's timestamps say where it is
+            self._starts[idx] = min(self._starts[idx], loaded.start_s) if idx == 0 else loaded.start_s
         # a segment that started later than planned moves its successors
         if (idx + 1 < len(self._starts) and self.segments[idx + 1].start_s < 0
                 and loaded.end_s > self._starts[idx + 1] + ALIGN_TOLERANCE_S):
