@@ -61,6 +61,10 @@ ROUTES: list[tuple[str, re.Pattern[str], str]] = [
 ]
 
 
+class ApiPortBusy(StationError, OSError):
+    """cannot serve the local API on 127.0.0.1:{}: {} (is another station running? policy api.port)"""
+
+
 class ApiError(StationError):
     """{}"""
 
@@ -111,7 +115,10 @@ class LocalApi:
             def log_message(self, format: str, *args: Any) -> None:
                 log.debug("%s %s", self.address_string(), format % args)
 
-        self.server = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.server = ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ApiPortBusy(port, exc.strerror or exc) from None
         self._audit_lock = threading.Lock()
         self._last_audit_s = -1e9
         self._suppressed = 0

@@ -126,3 +126,10 @@ def test_a_stopped_session_answers_409_not_404(api):
     sid = out["session_id"]
     assert call(api, "POST", f"/sessions/{sid}/stop")[0] == 200
     assert call(api, "POST", f"/sessions/{sid}/stop")[0] == 409
+
+
+def test_a_busy_port_is_a_clear_error(api):
+    from station.api import ApiPortBusy
+
+    with pytest.raises(ApiPortBusy, match=f"127.0.0.1:{api.port}.*another station"):
+        LocalApi(api.flow, "t", b"s", port=api.port)
