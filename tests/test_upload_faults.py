@@ -249,7 +249,8 @@ class FaultyProxy:
 def test_proxy_dropping_connections_and_answering_500_at_random_loses_and_duplicates_nothing(
         s3: S3Server, s3_lock_bucket: str, station_home: Path) -> None:
     port = int(s3.endpoint.rsplit(":", 1)[1])
-    proxy = FaultyProxy(port, seed=5, max_faults=14, p_fault=0.6)
+    proxy = FaultyProxy(port, seed=int(os.environ.get("STATION_TEST_PROXY_SEED", "5")), max_faults=14,
+                        p_fault=0.6)
     try:
         sessions = [sealed_session(station_home / "spool", segments=2, media_bytes=size)
                     for size in (11 * MiB, 300_000)]
