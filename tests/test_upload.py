@@ -46,8 +46,10 @@ def test_recorded_session_uploads_verifies_purges_and_verifies_remotely(
     signer = nacl.signing.SigningKey.generate()
     sd = sealed_session(station_home / "spool", segments=2, media_bytes=11 * MiB, signing_key=signer)
     sid = sd.name
-    policy_file = write_policy(station_home.parent / "policy.toml",
-                               s3_policy(s3, s3_lock_bucket, storage__object_lock="refuse"))
+    policy_file = station_home.parent / "policy.toml"
+    assert cli.main(["policy", "init", "--store", f"s3://{s3_lock_bucket}/dualrec", "--endpoint", s3.endpoint,
+                     "--set", "storage.object_lock=refuse", "--set", "upload.multipart_threshold_mb=5",
+                     "--set", "upload.part_size_mb=5", "--out", str(policy_file)]) == 0
     monkeypatch.setenv("STATION_POLICY", str(policy_file))
     monkeypatch.setattr("sys.stdin", __import__("io").StringIO(f"{s3.access_key}\n{s3.secret_key}\n"))
     assert cli.main(["keys", "storage-set"]) == 0
