@@ -133,6 +133,7 @@ class SessionFlow:
         self.stop_error = ""
         self.last_summary: Any = None
         self._stopping = False
+        self._resume_to = FlowState.RECORDING  # consent or recording: where a pause returns to
         self.warnings: dict[str, float] = {}  # active live warnings -> seconds since they began
         self.health: dict[str, Any] = {}
 
@@ -275,7 +276,7 @@ class SessionFlow:
             c.session.resume()
             c.paused_total_ns += self._now() - c.paused_ns
             c.pause_reason = ""
-            self.state = getattr(self, "_resume_to", FlowState.RECORDING)
+            self.state = self._resume_to
         self._changed()
 
     def stop(self, code: StopCode = StopCode.NORMAL, session_id: str | None = None) -> Any:
