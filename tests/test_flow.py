@@ -152,3 +152,13 @@ def test_a_recording_that_ends_by_itself_normally_still_ends_the_flow(flow):
         time.sleep(0.01)
     assert flow.state is FlowState.STOPPED and flow.stop_code is StopCode.NORMAL
     assert "stopped_unexpectedly" in seen
+
+
+def test_a_pause_during_consent_returns_to_consent(flow):
+    flow.start()
+    flow.pause("customer on hold")
+    assert flow.state is FlowState.PAUSED
+    flow.resume()
+    assert flow.state is FlowState.CONSENT
+    flow.agree()
+    assert flow.state is FlowState.RECORDING
