@@ -192,3 +192,19 @@ def test_digest_gives_the_s3_multipart_etag_of_part_md5s(tmp_path: Path) -> None
     assert single.etag == hashlib.md5(data, usedforsecurity=False).hexdigest()
     assert single.etag == expected_etag(single.part_md5s, False)
     assert choose_part_size(10**12, part) * 10_000 >= 10**12
+
+
+def test_spool_session_with_a_station_id_unusable_in_keys_is_reported_not_fatal(tmp_path: Path) -> None:
+    from uploader.service import Uploader, backlog
+    from uploader.stores import LocalFolderStore
+
+    sd = tmp_path / "spool" / "20261124T062500Z-3fa9c2d1"
+    sd.mkdir(parents=True)
+    (sd / "seg-000001.media.drseg").write_bytes(b"m")
+    (sd / "seg-000001.manifest.json").write_text(
+        '{"station": "../../etc", "files": {"media": {"name": "seg-000001.media.drseg"}}}')
+    up = Uploader(LocalFolderStore(tmp_path / "store"), Journal(tmp_path / "journal.sqlite"),
+                  tmp_path / "spool", Policy.defaults().replace(storage__object_lock="ignore"))
+    assert up.scan() == 0
+    assert "station id" in backlog(tmp_path)["last_error"]
+    assert (sd / "seg-000001.media.drseg").exists()

@@ -173,7 +173,11 @@ class Uploader:
             for f in files:
                 if str(f.path) in known:
                     continue
-                key = layout.session_key(self.prefix, f.session_id, f.station, f.filename)
+                try:
+                    key = layout.session_key(self.prefix, f.session_id, f.station, f.filename)
+                except ValueError as exc:  # e.g. a station id unusable in object keys
+                    self._note_error(f"spool session {session_dir.name}: {exc}")
+                    break
                 if self.journal.add(key, f.path, role=f.role, session_id=f.session_id, seq=f.seq,
                                     expect_sha256=f.sha256, expect_size=f.size):
                     added += 1
