@@ -679,8 +679,7 @@ def _gui_step(exe: Path, env: dict[str, str], cwd: Path, timeout_s: float = 90) 
     import queue
     import threading
 
-    argv = ["run", "--json", "--devices", "fake", "--api-port", "0", "--announce", "--no-upload",
-            "--no-desktop-log"]
+    argv = ["run", "--json", "--devices", "fake", "--api-port", "0", "--announce", "--no-upload"]
     t0 = time.monotonic()
     proc = subprocess.Popen([str(exe), *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=env, cwd=cwd)
