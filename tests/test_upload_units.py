@@ -16,8 +16,8 @@ from uploader import layout
 from uploader.bandwidth import Backoff, LimitedStream, TokenBucket
 from uploader.errors import JournalConflict
 from uploader.journal import COMPLETED, FAILED, PURGED, QUEUED, SEALED, UPLOADING, VERIFIED, Journal
-from uploader.service import upload_rate_bytes_s
-from uploader.stores import choose_part_size, digest_file, expected_etag
+from uploader.service import Uploader, backlog, upload_rate_bytes_s
+from uploader.stores import LocalFolderStore, choose_part_size, digest_file, expected_etag
 
 
 def test_journal_walks_the_happy_path_and_survives_reopening(tmp_path: Path) -> None:
@@ -195,9 +195,6 @@ def test_digest_gives_the_s3_multipart_etag_of_part_md5s(tmp_path: Path) -> None
 
 
 def test_spool_session_with_a_station_id_unusable_in_keys_is_reported_not_fatal(tmp_path: Path) -> None:
-    from uploader.service import Uploader, backlog
-    from uploader.stores import LocalFolderStore
-
     sd = tmp_path / "spool" / "20261124T062500Z-3fa9c2d1"
     sd.mkdir(parents=True)
     (sd / "seg-000001.media.drseg").write_bytes(b"m")
