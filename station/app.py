@@ -149,6 +149,10 @@ class App:
             log.warning("no desktop operation log: %s", exc)
             self.desktop = None
             return
+        except Exception:  # e.g. a frozen build missing an Xlib extension module: record anyway
+            log.exception("the desktop operation log could not start")
+            self.desktop = None
+            return
         live = {"consent", "recording", "paused"}
         was_live = [False]
 
