@@ -27,18 +27,18 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import boto3  # noqa: E402
-import nacl.public  # noqa: E402
-import nacl.signing  # noqa: E402
-from boto3.s3.transfer import TransferConfig  # noqa: E402
-from botocore.config import Config  # noqa: E402
+import boto3
+import nacl.public
+import nacl.signing
+from boto3.s3.transfer import TransferConfig
+from botocore.config import Config
 
-from station.crypto.session import SessionSealer  # noqa: E402
-from station.policy import Policy  # noqa: E402
-from uploader.bandwidth import TokenBucket  # noqa: E402
-from uploader.journal import Journal  # noqa: E402
-from uploader.service import Uploader, upload_rate_bytes_s  # noqa: E402
-from uploader.stores import S3Store, s3_settings  # noqa: E402
+from station.crypto.session import SessionSealer
+from station.policy import Policy
+from uploader.bandwidth import TokenBucket
+from uploader.journal import Journal
+from uploader.service import Uploader, upload_rate_bytes_s
+from uploader.stores import S3Store, s3_settings
 
 MiB = 1024 * 1024
 
@@ -80,6 +80,8 @@ def main() -> int:
     ap.add_argument("--part-mb", type=int, default=8)
     ap.add_argument("--threshold-mb", type=int, default=16)
     ap.add_argument("--concurrency", type=int, default=2)
+    ap.add_argument("--no-limiter", action="store_true", help="no bandwidth limiter attached (as when "
+                    "upload.bandwidth_kbps = 0 and upload.during_call = run)")
     args = ap.parse_args()
     endpoint = os.environ.get("STATION_TEST_S3_ENDPOINT")
     if not endpoint:
@@ -117,7 +119,8 @@ def main() -> int:
         storage__kind="s3", storage__s3_endpoint=endpoint, storage__s3_bucket=our_bucket,
         storage__object_lock="ignore", upload__part_size_mb=args.part_mb,
         upload__multipart_threshold_mb=args.threshold_mb, upload__concurrency=args.concurrency)
-    store = S3Store(s3_settings(pol), ak, sk, limiter=TokenBucket(lambda: upload_rate_bytes_s(pol, False)))
+    limiter = None if args.no_limiter else TokenBucket(lambda: upload_rate_bytes_s(pol, False))
+    store = S3Store(s3_settings(pol), ak, sk, limiter=limiter)
     up = Uploader(store, Journal(work / "journal.sqlite"), spool, pol, station_id="bench-seat")
     c0, w0 = cpu_s(), time.perf_counter()
     result = up.drain()
