@@ -206,3 +206,44 @@ def test_deb_from_the_same_bundle_is_byte_identical_and_lays_out_the_seat(
     conffiles = subprocess.run(["dpkg-deb", "-I", str(debs[0]), "conffiles"], capture_output=True,
                                text=True, check=True).stdout
     assert conffiles.split() == ["/etc/xdg/autostart/dualrec-station.desktop"]
+
+
+FAKE_STATION = r"""#!/bin/sh
+# a stand-in for the frozen program: offers policy and doctor; doctor misbehaves on demand
+case "$1" in
+  --help) printf 'usage: station COMMAND\n\npositional arguments:\n  COMMAND\n    policy    p\n    doctor    d\n';;
+  --version) echo "station 0.0.0";;
+  policy)
+    if [ "$2" = init ]; then shift 2; while [ $# -gt 0 ]; do [ "$1" = --out ] && : > "$2"; shift; done
+    else echo '{"valid": true}'; fi;;
+  doctor)
+    [ -n "$FAKE_DOCTOR_STDERR" ] && echo "$FAKE_DOCTOR_STDERR" >&2
+    echo '{"status": "ok", "checks": []}'; exit "${FAKE_DOCTOR_RC:-0}";;
+esac
+"""
+
+
+@pytest.mark.parametrize(("stderr_line", "rc", "expect"), [
+    ("", "0", None),
+    ('{"ts": "t", "level": "INFO", "logger": "dualrec.x", "msg": "fine"}', "0", None),
+    ("Traceback (most recent call last):", "0", "unexpected stderr lines"),
+    ('{"ts": "t", "level": "WARNING", "logger": "dualrec.mask", "msg": "frames pass through"}', "0",
+     "frames pass through"),
+    ("", "2", "exit code 2"),
+])
+def test_smoke_fails_on_a_failing_step_or_an_unexpected_stderr_line(
+        tmp_path: Path, display: str, monkeypatch: pytest.MonkeyPatch,
+        stderr_line: str, rc: str, expect: str | None) -> None:
+    exe = tmp_path / "station"
+    exe.write_text(FAKE_STATION)
+    exe.chmod(0o755)
+    monkeypatch.setenv("FAKE_DOCTOR_STDERR", stderr_line)
+    monkeypatch.setenv("FAKE_DOCTOR_RC", rc)
+    if expect is None:
+        result = bi.run_smoke(exe)
+        assert [s["name"] for s in result["steps"]] == ["version", "policy init", "policy check", "doctor"]
+        assert {"record", "upload", "verify", "enroll"} <= set(result["skipped"])
+    else:
+        with pytest.raises(bi.BuildError, match="smoke step 'doctor'") as err:
+            bi.run_smoke(exe)
+        assert expect in str(err.value)
