@@ -241,7 +241,8 @@ def test_smoke_fails_on_a_failing_step_or_an_unexpected_stderr_line(
     monkeypatch.setenv("FAKE_DOCTOR_RC", rc)
     if expect is None:
         result = bi.run_smoke(exe)
-        assert [s["name"] for s in result["steps"]] == ["version", "policy init", "policy check", "doctor"]
+        names = [s["name"] for s in result["steps"]]  # type: ignore[attr-defined]
+        assert names == ["version", "policy init", "policy check", "doctor"]
         assert {"record", "upload", "verify", "enroll"} <= set(result["skipped"])
     else:
         with pytest.raises(bi.BuildError, match="smoke step 'doctor'") as err:
