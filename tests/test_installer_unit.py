@@ -211,7 +211,8 @@ def test_deb_from_the_same_bundle_is_byte_identical_and_lays_out_the_seat(
 FAKE_STATION = r"""#!/bin/sh
 # a stand-in for the frozen program: offers policy and doctor; doctor misbehaves on demand
 case "$1" in
-  --help) printf 'usage: station COMMAND\n\npositional arguments:\n  COMMAND\n    policy    p\n    doctor    d\n';;
+  --help) printf 'usage: station COMMAND\n\npositional arguments:\n  COMMAND\n'
+          printf '    policy    p\n    doctor    d\n';;
   --version) echo "station 0.0.0";;
   policy)
     if [ "$2" = init ]; then shift 2; while [ $# -gt 0 ]; do [ "$1" = --out ] && : > "$2"; shift; done
