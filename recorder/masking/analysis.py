@@ -100,17 +100,14 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 if i not in masked_whole:
                     masked_whole.add(i)
                     regions.append(Region(lines[i].box.pad(PAD_X, PAD_Y, width, height), "context_pending", 0.0))
-    # short unread lines may be column headers (姓名, 手机号码): the cells below them wait too
+    # unread lines may be (or hold) column headers (姓名, 手机号码): the cells below them wait too
     for i in pending:
         p = lines[i].box
-        if p.w > 12 * max(p.h, 8):
-            continue
         for j, cell in enumerate(lines):
             c = cell.box
             if j in masked_whole or c.y0 <= p.y1 or c.y0 > p.y1 + 900:
                 continue
-            cx = (c.x0 + c.x1) / 2
-            if abs(c.x0 - p.x0) <= p.h or p.x0 - p.h <= cx <= p.x1 + p.h:
+            if _in_column(c, p):
                 masked_whole.add(j)
                 regions.append(Region(c.pad(PAD_X, PAD_Y, width, height), "context_pending", 0.0))
     for row in rows:
@@ -146,20 +143,16 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 conf = min((lines[li].reading.confidence for li in per_line if lines[li].reading), default=0.0)
                 regions.append(Region(u, f.rule, conf, f.value))
     # column headers that are labels mark the cells below them
-    for i, ln in enumerate(lines):
-        r = ln.reading
-        if r is None or not r.text or len(r.text) > 8 or ":" in r.text or "：" in r.text:
-            continue
-        kind = label_kind(r.text, labels)
+    for i, hdr, htext in _header_segments(lines):
+        kind = label_kind(htext, labels)
         if kind is None:
             continue
-        h = max(ln.box.h, 8)
+        h = max(hdr.h, 8)
         for j, cell in enumerate(lines):
-            if j == i or j in masked_whole or cell.box.y0 <= ln.box.y1 or cell.box.y0 > ln.box.y1 + 900:
+            if j == i or j in masked_whole or cell.box.y0 <= hdr.y1 or cell.box.y0 > hdr.y1 + 900:
                 continue
-            cx = (cell.box.x0 + cell.box.x1) / 2
-            if abs(cell.box.x0 - ln.box.x0) > h and not ln.box.x0 - h <= cx <= ln.box.x1 + h:
-                continue  # not in the header's column (left-aligned or centred under it)
+            if not _in_column(cell.box, hdr):
+                continue
             cr = cell.reading
             if cr is None:
                 continue
@@ -195,3 +188,34 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 regions.append(Region(_char_box(ln, m.start(), m.end() - 1, width, height), "uncertain",
                                       conf, m.group(0)))
     return regions
+
+
+def _header_segments(lines: Sequence[Line]) -> list[tuple[int, Box, str]]:
+    """Possible column headers: short read lines without a colon, and the space-separated parts
+    of wider lines (a header row detected as one line), with their x ranges from the OCR spans."""
+    out: list[tuple[int, Box, str]] = []
+    for i, ln in enumerate(lines):
+        r = ln.reading
+        if r is None or not r.text or ":" in r.text or "：" in r.text:
+            continue
+        if len(r.text) <= 8:
+            out.append((i, ln.box, r.text))
+            continue
+        if not r.spans or len(r.spans) != len(r.text):
+            continue
+        for m in re.finditer(r"\S+", r.text):
+            if len(m.group(0)) > 8:
+                continue
+            x0 = int(ln.crop_x0 + r.spans[m.start()][0]) - 4
+            x1 = int(ln.crop_x0 + r.spans[m.end() - 1][1]) + 4
+            out.append((i, Box(max(ln.box.x0, x0), ln.box.y0, min(ln.box.x1, x1), ln.box.y1), m.group(0)))
+    return out
+
+
+def _in_column(cell: Box, hdr: Box) -> bool:
+    """A cell under a header: left-aligned with it, or overlapping its widened x range by 30%."""
+    h = max(hdr.h, 8)
+    if abs(cell.x0 - hdr.x0) <= h:
+        return True
+    overlap = min(cell.x1, hdr.x1 + h) - max(cell.x0, hdr.x0 - h)
+    return overlap >= 0.3 * max(cell.w, 1)

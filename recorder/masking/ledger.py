@@ -47,6 +47,8 @@ class MaskLedger:
         self.frames_whole = 0
         self.masked_area = 0.0
         self.pending_area = 0.0
+        self.max_masked = 0.0
+        self.max_pending = 0.0
 
     def frame(self, t_ns: int, regions: Iterable[Region], area: int, whole: bool = False) -> None:
         regions = list(regions)
@@ -58,6 +60,8 @@ class MaskLedger:
             pending = sum(r.box.w * r.box.h for r in regions if r.rule in ("unresolved", "context_pending"))
             self.masked_area += min(1.0, masked / max(area, 1))
             self.pending_area += min(1.0, pending / max(area, 1))
+            self.max_masked = max(self.max_masked, min(1.0, masked / max(area, 1)))
+            self.max_pending = max(self.max_pending, min(1.0, pending / max(area, 1)))
             for r in regions:
                 h = value_hash(self._salt, r.rule, r.value)
                 key = (r.rule, r.box.x0, r.box.y0, r.box.x1, r.box.y1, h)
@@ -89,4 +93,6 @@ class MaskLedger:
             return {"enabled": True, "frames": self.frames, "frames_masked_whole": self.frames_whole,
                     "regions_by_rule": dict(self.counts),
                     "masked_area_share": round(self.masked_area / n, 4),
-                    "pending_area_share": round(self.pending_area / n, 4)}
+                    "pending_area_share": round(self.pending_area / n, 4),
+                    "max_masked_area_share": round(self.max_masked, 4),
+                    "max_pending_area_share": round(self.max_pending, 4)}
