@@ -294,15 +294,17 @@ class Uploader:
     def purge_ready(self) -> list[str]:
         """Delete local files of sessions whose every object, session.json included, is VERIFIED."""
         purged = []
-        by_session: dict[str, list[Entry]] = defaultdict(list)
-        for e in self.journal.entries():
-            if e.role in (layout.SEGMENT, layout.MANIFEST, layout.SESSION):
-                by_session[e.session_id].append(e)
-            elif e.role == layout.AUDIT and e.state == VERIFIED:  # outbox copies of the audit log
+        sessions: set[str] = set()
+        for e in self.journal.entries([VERIFIED]):
+            if e.role == layout.SESSION:
+                sessions.add(e.session_id)
+            elif e.role == layout.AUDIT:  # outbox copies of the audit log
                 with contextlib.suppress(FileNotFoundError, JournalConflict):
                     Path(e.path).unlink()
                     self.journal.transition(e.key, VERIFIED, PURGED)
-        for sid, entries in by_session.items():
+        for sid in sorted(sessions):
+            entries = [e for e in self.journal.entries(session_id=sid)
+                       if e.role in (layout.SEGMENT, layout.MANIFEST, layout.SESSION)]
             live = [e for e in entries if e.state != PURGED]
             if not live or not any(e.role == layout.SESSION for e in live):
                 continue
