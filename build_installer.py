@@ -542,7 +542,8 @@ def subcommand_options(exe: Path, env: dict[str, str], *cmd: str) -> str:
     return proc.stdout
 
 
-def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = ()) -> dict[str, object]:
+def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = (),
+              expect_version: str | None = None) -> dict[str, object]:
     """Run the frozen station through the life of a seat; raise BuildError on the first failure."""
     exe = Path(exe)
     if not exe.exists():
@@ -582,7 +583,10 @@ def run_smoke(exe: Path, record_seconds: int = 5, policy_set: Sequence[str] = ()
             return s
 
         commands = offered_commands(exe, env)
-        step("version", "--version", as_json=False)
+        s = step("version", "--version", as_json=False)
+        if expect_version and s.stdout.strip() != f"station {expect_version}":
+            raise BuildError(f"smoke: {exe} --version says {s.stdout.strip()!r}, expected station "
+                             f"{expect_version} (package metadata missing from the bundle?)")
 
         # a site policy like IT would deploy: recipients from a fresh archive key, local folder store
         policy_file = tmp / "policy.toml"
@@ -862,7 +866,7 @@ def main(argv: list[str] | None = None) -> int:
                            "figures": out.figures})
         if args.smoke:
             exe = Path(args.exe) if args.exe else (out.dist / "bundle" / "station" / EXE_NAME)
-            smoke = run_smoke(exe, policy_set=args.smoke_set)
+            smoke = run_smoke(exe, policy_set=args.smoke_set, expect_version=out.version)
             skipped = cast("list[str]", smoke["skipped"])
             log(f"smoke test passed in {smoke['seconds']} s"
                 + (f" (not offered, skipped: {', '.join(skipped)})" if skipped else ""))

@@ -249,3 +249,11 @@ def test_smoke_fails_on_a_failing_step_or_an_unexpected_stderr_line(
         with pytest.raises(bi.BuildError, match="smoke step 'doctor'") as err:
             bi.run_smoke(exe)
         assert expect in str(err.value)
+
+
+def test_smoke_refuses_a_program_reporting_another_version(tmp_path: Path, display: str) -> None:
+    exe = tmp_path / "station"
+    exe.write_text(FAKE_STATION)
+    exe.chmod(0o755)
+    with pytest.raises(bi.BuildError, match=r"says 'station 0\.0\.0', expected station 9\.9\.9"):
+        bi.run_smoke(exe, expect_version="9.9.9")
