@@ -434,6 +434,20 @@ class Player:
             idx += 1
         return out
 
+    def first_pts(self) -> dict[str, float]:
+        """Session time of the first packet of each stream in the first playable segment."""
+        for idx, ref in enumerate(self.segments):
+            if ref.seq in self.refused:
+                continue
+            seg = self._get(idx)
+            if seg is None:
+                continue
+            out = {k: tr.pts_s[0] for k, tr in seg.tracks.items() if k != AUDIO and tr.pts_s}
+            if AUDIO in seg.tracks and seg.audio.size:
+                out[AUDIO] = seg.audio_start_s
+            return out
+        return {}
+
     @property
     def audio_rate_hz(self) -> int:
         for seg in self._cache.values():

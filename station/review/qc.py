@@ -439,24 +439,16 @@ def analyse_session(rs: Any, thresholds: Thresholds, chunk_s: float = 10.0) -> Q
             if fr is not None and camera.wants(fr.pts_s):
                 camera.add(fr.gray(), fr.pts_s)
             t += 1 / CAMERA_SAMPLE_HZ
-        a_first = None
         t0 = 0.0
         while t0 < player.duration_s:
             block = player.audio(t0, min(player.duration_s, t0 + chunk_s))
             if block.size:
                 audio.add(block, player.audio_rate_hz, t0)
             t0 += chunk_s
-        for seg in list(player._cache.values()):  # first pts of each stream
-            if a_first is None and seg.audio.size:
-                a_first = seg.audio_start_s
-        v_first = None
-        first_seg = player._get(0) if player.segments[0].seq not in player.refused else None
-        if first_seg is not None:
-            if "audio" in first_seg.tracks:
-                a_first = first_seg.audio_start_s
-            vids = [tr.pts_s[0] for k, tr in first_seg.tracks.items() if k != "audio" and tr.pts_s]
-            v_first = min(vids) if vids else None
-        audio.first_pts_s = a_first if a_first is not None else audio.first_pts_s
+        firsts = player.first_pts()
+        videos = [t for k, t in firsts.items() if k != "audio"]
+        v_first = min(videos) if videos else None
+        audio.first_pts_s = firsts.get("audio", audio.first_pts_s)
     finally:
         player.close()
     return evaluate(rs.session_id, camera, audio, events, stats, thresholds, intact=rs.intact,
