@@ -83,3 +83,31 @@ def test_sessions_remote_with_an_unknown_sort_column_fails_cleanly(station_home:
     code, res = _cli(capsys, "sessions", "--remote", "--json", "--policy", str(station_home / "policy.toml"),
                      "--sort", "customer")
     assert code == 1 and "cannot sort by" in json.dumps(res)
+
+
+def test_station_review_opens_the_newest_session_and_shows_its_verdict(station_home: Path, keyring_service: str,
+                                                                     display: str, tmp_path: Path) -> None:
+    """`station review` as a subprocess: policy storage, identity file, enrolled trust, audited open."""
+    import os
+    import subprocess
+    import sys
+
+    ident, sk = nacl.public.PrivateKey.generate(), nacl.signing.SigningKey.generate()
+    keyfile = tmp_path / "archive.key"
+    keyfile.write_text(identity_text(ident) + "\n")
+    store_dir = tmp_path / "central"
+    policy = station_home / "policy.toml"
+    policy.write_text(f'[storage]\nkind = "local"\nlocal_dir = "{store_dir}"\n'
+                      f'[crypto]\ntrusted_stations = ["{station_text(sk.verify_key)}"]\n', encoding="utf-8")
+    d = kit.make_session(tmp_path / "spool", [bytes(ident.public_key)], sk, segments=2, seg_s=2.0)
+    kit.upload(d, LocalFolderStore(store_dir))
+    out = subprocess.run([sys.executable, "-m", "station.cli", "review", "--json", "--policy", str(policy),
+                          "--identity", str(keyfile), "--no-audio", "--no-qc", "--smoke", "smoke test"],
+                         capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "DISPLAY": display, "QT_QPA_PLATFORM": "xcb"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout)
+    assert res["sessions"] == 1 and res["session"] == d.name and res["intact"] is True
+    assert "INTACT" in res["banner"] and res["playing_enabled"] is True
+    audit_keys = [p.name for p in (store_dir / "audit" / "review").rglob("*.json")]
+    assert sorted(k.split("-")[1] for k in audit_keys) == ["open", "play"]
