@@ -25,6 +25,7 @@ class AudioChunk:
     capture_ns: int      # clock time of the FIRST sample
     rate_hz: int
     samples: np.ndarray  # (frames, channels) float32 in [-1, 1], owned copy
+    overflow: bool = False  # the device reported lost input before this block
 
 
 @dataclass(slots=True)

@@ -7,9 +7,11 @@ rotated every ``segment_s`` on a screen frame: each segment has new encoders, so
 stream of a segment starts with a keyframe.
 
 Timing: video pts are capture times (ms since the session origin ``clock.t0_ns``); audio pts
-count samples and re-anchor on the capture clock only when they drift: a drift beyond
-``audio_snap_ms`` (smoothed) or a gap (overflow, lost blocks) is filled with silence or trimmed;
-a jump beyond 2 s resets the anchor and is reported.
+count samples and follow the capture clock only where it disagrees by more than
+``audio_snap_ms`` over the least-late block of the last ``audio_window_s`` (block timestamps
+are late when a callback is scheduled late, never early): the count ahead is trimmed, a real gap
+(overflow, lost blocks) is filled with silence; a jump beyond 2 s resets the anchor and is
+reported.
 
 Errors: a source's stashed exception is re-raised here (``DEVICE_LOST``), an encoder/container
 failure stops with ``ENCODER_ERROR``; the segment so far is sealed and closed either way and
@@ -85,7 +87,8 @@ class PipelineConfig:
     fragment_s: float = 1.0
     queue_s: float = 2.0
     holdback_ms: int = 150
-    audio_snap_ms: int = 30
+    audio_snap_ms: int = 15
+    audio_window_s: float = 1.0
     pause_audio: str = "mute"
     extra_stats: dict[str, Any] = field(default_factory=dict)
 
@@ -140,7 +143,7 @@ class Pipeline:
         self._card: np.ndarray | None = None
         # audio timeline
         self._audio_next: int | None = None
-        self._audio_drift_ema = 0.0
+        self._drifts: deque[int] = deque()
         self.audio_silence_inserted = 0
         self.audio_trimmed = 0
         self.audio_resets = 0
@@ -287,7 +290,8 @@ class Pipeline:
             return None
         if head == 0 and tail == n:
             return chunk
-        return AudioChunk(chunk.capture_ns + head * 1_000_000_000 // rate, rate, chunk.samples[head:tail])
+        return AudioChunk(chunk.capture_ns + head * 1_000_000_000 // rate, rate, chunk.samples[head:tail],
+                          chunk.overflow)
 
     def _release(self, before_ns: int | None) -> None:
         while self._heap and (before_ns is None or self._heap[0][0] <= before_ns):
@@ -345,24 +349,38 @@ class Pipeline:
         if abs(drift) > 2 * rate:
             log.warning("audio clock jumped by %.3f s: re-anchored", drift / rate)
             self.audio_resets += 1
-            self._audio_next, self._audio_drift_ema = max(0, start), 0.0
+            self._audio_next = max(0, start)
+            self._drifts.clear()
             self._gaps.append({"kind": "audio-reset", "at_pts_ms": self._ms(chunk.capture_ns),
                                "jump_ms": int(drift * 1000 / rate)})
         else:
-            self._audio_drift_ema = 0.9 * self._audio_drift_ema + 0.1 * drift
+            # A block's timestamp can only be late (the callback thread was scheduled late),
+            # never early, so the least-late block of the last ``audio_window_s`` is the
+            # estimate: one early block proves the count is ahead (trim); a real gap (lost
+            # samples, a slower device clock) must show in every block of a full window (fill).
+            if self._drifts.maxlen is None:
+                blocks = max(8, int(self.cfg.audio_window_s * rate / max(1, samples.shape[0])))
+                self._drifts = deque(maxlen=blocks)
+            self._drifts.append(drift)
+            low = min(self._drifts)
             snap = self.cfg.audio_snap_ms * rate // 1000
-            # a real gap (overflow, lost blocks) shows at once; clock drift through the average
-            smoothed = int(self._audio_drift_ema) if abs(self._audio_drift_ema) > snap else 0
-            fix = drift if drift > 5 * snap else smoothed
+            fix = 0
+            if low < -snap:
+                fix = max(low, -samples.shape[0])
+            elif chunk.overflow and drift > snap:  # the device says input was lost: fill now
+                fix = drift
+            elif low > snap and len(self._drifts) == self._drifts.maxlen:
+                fix = low
             if fix > 0:
                 self.audio_silence_inserted += fix
                 self._encode_audio(np.zeros((fix, samples.shape[1]), np.float32))
-                self._audio_drift_ema -= fix
             elif fix < 0:
-                cut = min(-fix, samples.shape[0])
-                self.audio_trimmed += cut
-                samples = samples[cut:]
-                self._audio_drift_ema += cut
+                self.audio_trimmed += -fix
+                samples = samples[-fix:]
+            if chunk.overflow and fix > 0:  # blocks before the loss say nothing about after it
+                self._drifts = deque([drift - fix], maxlen=self._drifts.maxlen)
+            elif fix:  # the count moved: keep the window comparable with what comes next
+                self._drifts = deque((d - fix for d in self._drifts), maxlen=self._drifts.maxlen)
         if self.cfg.pause_audio == "mute" and self._pause_spans and self._in_pause(chunk.capture_ns):
             samples = np.zeros_like(samples)
         if samples.shape[0]:

@@ -248,7 +248,7 @@ class ScreenSource(PacedSource):
         if now - self._layout_checked_ns > 3_000_000_000:
             self._layout_checked_ns = now
             self._relayout()
-        capture_ns = self.clock.now_ns()
+        before_ns = self.clock.now_ns()
         try:
             shot = self._sct.grab(self._area)
         except Exception as exc:  # a monitor vanished under us: re-read the layout once
@@ -259,6 +259,9 @@ class ScreenSource(PacedSource):
             assert self.queue is not None
             self.queue.count_drop()
             return
+        # the X server copies the pixels somewhere inside the call; a thread that waited for the
+        # GIL before or after it makes either end late, the midpoint halves that error
+        capture_ns = (before_ns + self.clock.now_ns()) // 2
         self._fail_count = 0
         h, w = shot.height, shot.width
         img = np.frombuffer(shot.raw, np.uint8).reshape(h, w, 4)
@@ -412,7 +415,8 @@ class MicrophoneSource(Source):
     def _callback(self, indata: np.ndarray, frames: int, t: Any, status: Any) -> None:
         now_ns = self.clock.now_ns()
         try:
-            if status and status.input_overflow:
+            overflow = bool(status and status.input_overflow)
+            if overflow:
                 self.overflows += 1
             latency_s = float(t.currentTime) - float(t.inputBufferAdcTime)
             if float(t.inputBufferAdcTime) > 0 and 0 <= latency_s < 1.0:
@@ -423,7 +427,7 @@ class MicrophoneSource(Source):
             rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64)))) if frames else 0.0
             self.level_dbfs = 20 * np.log10(max(rms, 1e-6))
             self.callbacks += 1
-            self._push(AudioChunk(capture_ns, self.rate_hz, samples))
+            self._push(AudioChunk(capture_ns, self.rate_hz, samples, overflow))
             self.first_callback.set()
         except BaseException as exc:  # never raise into PortAudio
             self.error = exc

@@ -11,6 +11,7 @@ pixels (repainted every 2 ms). After decoding, the flash onset in a screen frame
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -47,6 +48,8 @@ class Stimulus:
         from PySide6.QtWidgets import QApplication, QWidget
 
         self.app = QApplication.instance() or QApplication([])
+        with contextlib.suppress(OSError):  # a precise stimulus on a busy machine (root only)
+            os.setpriority(os.PRIO_PROCESS, 0, -5)
         t0 = time.monotonic() + first_s
         self.beeps = [t0 + k * BEEP_EVERY_S for k in range(count)]
         beeps = self.beeps
@@ -92,8 +95,9 @@ class Stimulus:
                     sig[m] = 0.5 * np.sin(2 * np.pi * 1000 * (ts[m] - b))
             out[:, 0] = sig
 
+        # 'high' latency: no underruns on a busy machine; the DAC time accounts for it
         self.stream = sd.OutputStream(device="pulse", samplerate=rate, channels=1, blocksize=480,
-                                      latency="low", callback=cb)
+                                      latency="high", callback=cb)
         self.stream.start()
 
     def run_until(self, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
@@ -103,6 +107,8 @@ class Stimulus:
             time.sleep(0.001)
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, 0, 0)
         self.timer.stop()
         self.stream.stop()
         self.stream.close()
@@ -168,7 +174,7 @@ def test_long_real_recording_counts_durations_no_drops_and_flash_beep_sync(
             flash_pts[int(k)] = pts - elapsed
     beeps = onsets_ms(dec, threshold=0.1, min_gap_ms=500)
     offsets = []  # (flash time ms, beep - flash ms)
-    for k, f in sorted(flash_pts.items()):
+    for _k, f in sorted(flash_pts.items()):
         near = [b for b in beeps if abs(b - f) < 500]
         if near:
             offsets.append((f, near[0] - f))
@@ -178,5 +184,7 @@ def test_long_real_recording_counts_durations_no_drops_and_flash_beep_sync(
     print(f"\nSYNC {LONG_S:g}s: n={len(offsets)} start mean {np.mean(start):+.1f} ms "
           f"max|{np.max(np.abs(start)):.1f}| end mean {np.mean(end):+.1f} ms max|{np.max(np.abs(end)):.1f}| "
           f"all max|{np.max(np.abs([o for _, o in offsets])):.1f}| ms; screen {n_screen} camera {n_camera} "
-          f"audio {audio_s:.3f} s (decoded {decoded_audio_s:.3f} s) duration {dur} s")
+          f"audio {audio_s:.3f} s (decoded {decoded_audio_s:.3f} s) duration {dur} s; audio fixes "
+          f"{ {k: streams['audio'].get(k) for k in ('silence_inserted', 'trimmed', 'overflows')} }; "
+          f"outliers {[(round(t / 1000, 1), round(o, 1)) for t, o in offsets if abs(o) > 20]}")
     assert np.max(np.abs(start)) <= 40 and np.max(np.abs(end)) <= 40

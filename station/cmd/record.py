@@ -61,8 +61,8 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
            "stop_code": summary["stop_code"], "duration_s": summary["duration_s"],
            "session_dir": summary["session_dir"],
            "streams": {n: {"frames": s["frames"], "dropped": s["dropped"],
-                           **({"duration_s": s["duration_s"], "overflows": s["overflows"]}
-                              if n == "audio" else {})}
+                           **({k: s[k] for k in ("duration_s", "overflows", "silence_inserted", "trimmed",
+                                                 "resets")} if n == "audio" else {})}
                        for n, s in summary["streams"].items()},
            "errors": summary["errors"],
            "recovered": [m.get("session") for m in recovered]}
