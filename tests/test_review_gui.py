@@ -134,3 +134,21 @@ def test_play_pause_and_speed_move_the_position(qtbot, window) -> None:  # type:
     qtbot.wait(200)
     assert w.player.position_s() == at
     assert w.player.camera_pane.pixmap() is not None and not w.player.camera_pane.pixmap().isNull()
+
+
+def test_review_window_speaks_simplified_chinese_when_asked(qtbot, display: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from ui.review_window import ReviewSetup, ReviewWindow
+
+    store = LocalFolderStore(tmp_path / "store")
+    setup = ReviewSetup(store=store, catalog=Catalog.for_store(store, tmp_path / "d"), identities=[], trusted=[],
+                        audit=ReviewAudit(store, "", None), thresholds=qcmod.Thresholds())
+    w = ReviewWindow(setup, audio=False, language="zh_CN")
+    qtbot.addWidget(w)
+    try:
+        assert w.refresh_button.text() == "刷新" and w.player.play_button.text() == "▶ 播放"
+        assert w.model.headerData(6, __import__("PySide6.QtCore", fromlist=["Qt"]).Qt.Orientation.Horizontal, 0) \
+            == "完整性"
+    finally:
+        from ui.review_window import set_language
+
+        set_language("en")

@@ -49,6 +49,12 @@ COLOURS = {
 }
 
 
+def _tr(text: str) -> str:
+    from ui.review_window import tr
+
+    return tr(text)
+
+
 def fmt_time(t_s: float) -> str:
     t = max(0, int(t_s))
     return f"{t // 3600:d}:{t // 60 % 60:02d}:{t % 60:02d}" if t >= 3600 else f"{t // 60:02d}:{t % 60:02d}"
@@ -215,7 +221,7 @@ class PlayerWidget(QWidget):
         panes = QHBoxLayout()
         panes.addWidget(self.camera_pane, 2)
         panes.addWidget(self.screen_pane, 3)
-        self.play_button = QPushButton("▶ Play")
+        self.play_button = QPushButton(_tr("▶ Play"))
         self.play_button.clicked.connect(self.toggle)
         self.speed = QComboBox()
         for s in SPEEDS:
@@ -224,10 +230,10 @@ class PlayerWidget(QWidget):
         self.speed.currentIndexChanged.connect(self._speed_changed)
         self.time_label = QLabel("00:00 / 00:00")
         self.status = QLabel("")
-        self.export_button = QPushButton("Export…")
+        self.export_button = QPushButton(_tr("Export…"))
         self.export_button.clicked.connect(self.export_requested.emit)
         controls = QHBoxLayout()
-        for w in (self.play_button, QLabel("Speed"), self.speed, self.time_label):
+        for w in (self.play_button, QLabel(_tr("Speed")), self.speed, self.time_label):
             controls.addWidget(w)
         controls.addWidget(self.status, 1)
         controls.addWidget(self.export_button)
@@ -259,7 +265,7 @@ class PlayerWidget(QWidget):
         if self.player is not None:
             self.player.close()
         self.player, self.clock = None, None
-        self.play_button.setText("▶ Play")
+        self.play_button.setText(_tr("▶ Play"))
         self.camera_pane.blank("camera: —")
         self.screen_pane.blank("screen: —")
 
@@ -278,7 +284,7 @@ class PlayerWidget(QWidget):
         if self.clock is None:
             return
         self.clock.play()
-        self.play_button.setText("❚❚ Pause")
+        self.play_button.setText(_tr("❚❚ Pause"))
         self.timer.start()
 
     def pause(self) -> None:
@@ -286,7 +292,7 @@ class PlayerWidget(QWidget):
             return
         self.clock.pause()
         self.timer.stop()
-        self.play_button.setText("▶ Play")
+        self.play_button.setText(_tr("▶ Play"))
         self._render(self.clock.position_s())
 
     def set_speed(self, speed: float) -> None:

@@ -48,6 +48,35 @@ from ui.qt import (
 
 log = logs.get("ui")
 
+ZH: dict[str, str] = {
+    "Session": "会话", "Start (UTC)": "开始 (UTC)", "Station": "坐席", "Agent": "业务员", "Duration": "时长",
+    "Segs": "分段", "Integrity": "完整性", "QC flags": "质检标记", "Segment": "分段", "Status": "状态",
+    "Details": "详情", "Refresh": "刷新", "Open": "打开", "DualRec — Review": "双录 — 复核",
+    "Open a session to verify and play it.": "打开会话以校验并播放。",
+    "search id / station / agent": "搜索 会话/坐席/业务员", "from YYYY-MM-DD": "起 YYYY-MM-DD",
+    "to YYYY-MM-DD": "止 YYYY-MM-DD", "station": "坐席", "agent": "业务员", "any QC": "全部质检",
+    "flagged": "有质检标记", "any steps": "全部步骤", "step missing": "缺少步骤",
+    "any integrity": "全部完整性",
+    "intact": "完整", "unverified": "未校验", "incomplete": "未完成", "sessions": "个会话", "of": "/",
+    "▶ Play": "▶ 播放", "❚❚ Pause": "❚❚ 暂停", "Speed": "倍速", "Export…": "导出…",
+    "INTACT": "完整 INTACT", "NOT INTACT": "不完整 NOT INTACT",
+}
+_LANG = {"value": "en"}
+
+
+def tr(text: str) -> str:
+    """Simplified Chinese for the review window's fixed labels (English stays the fallback)."""
+    return ZH.get(text, text) if _LANG["value"] == "zh_CN" else text
+
+
+def set_language(language: str) -> None:
+    if language == "auto":
+        from ui.i18n import system_language
+
+        language = system_language()
+    _LANG["value"] = "zh_CN" if language == "zh_CN" else "en"
+
+
 COLUMNS = (("id", "Session"), ("start", "Start (UTC)"), ("station", "Station"), ("agent", "Agent"),
            ("duration", "Duration"), ("segments", "Segs"), ("verdict", "Integrity"), ("flags", "QC flags"))
 
@@ -75,7 +104,7 @@ class CatalogModel(QAbstractTableModel):
 
     def headerData(self, section: int, orientation: Any, role: int = 0) -> Any:
         if role == Qt.ItemDataRole.DisplayRole and orientation == Qt.Orientation.Horizontal:
-            return COLUMNS[section][1]
+            return tr(COLUMNS[section][1])
         return None
 
     def data(self, index: QModelIndex, role: int = 0) -> Any:  # type: ignore[override]  # noqa: PLR0911
@@ -125,26 +154,26 @@ class FilterBar(QWidget):
 
     def __init__(self, steps: Sequence[str], parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.date_from = QLineEdit(placeholderText="from YYYY-MM-DD")
-        self.date_to = QLineEdit(placeholderText="to YYYY-MM-DD")
-        self.station = QLineEdit(placeholderText="station")
-        self.agent = QLineEdit(placeholderText="agent")
-        self.text = QLineEdit(placeholderText="search id / station / agent")
+        self.date_from = QLineEdit(placeholderText=tr("from YYYY-MM-DD"))
+        self.date_to = QLineEdit(placeholderText=tr("to YYYY-MM-DD"))
+        self.station = QLineEdit(placeholderText=tr("station"))
+        self.agent = QLineEdit(placeholderText=tr("agent"))
+        self.text = QLineEdit(placeholderText=tr("search id / station / agent"))
         self.min_minutes = QDoubleSpinBox(minimum=0, maximum=1440, decimals=1, suffix=" min ≥")
         self.flag = QComboBox()
-        self.flag.addItem("any QC", None)
-        self.flag.addItem("flagged", "any")
+        self.flag.addItem(tr("any QC"), None)
+        self.flag.addItem(tr("flagged"), "any")
         for f in qcmod.ALL_FLAGS:
             self.flag.addItem(f, f)
         self.step = QComboBox()
-        self.step.addItem("any steps", None)
-        self.step.addItem("step missing", "any")
+        self.step.addItem(tr("any steps"), None)
+        self.step.addItem(tr("step missing"), "any")
         for s in steps:
             self.step.addItem(f"missing: {s}", s)
         self.verdict = QComboBox()
         for label, value in (("any integrity", None), ("intact", "intact"), ("unverified", "unverified"),
                              ("incomplete", "incomplete")):
-            self.verdict.addItem(label, value)
+            self.verdict.addItem(tr(label), value)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         for w in (self.text, self.date_from, self.date_to, self.station, self.agent, self.min_minutes,
@@ -176,10 +205,10 @@ class VerdictPanel(QWidget):
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.banner = QLabel("Open a session to verify and play it.")
+        self.banner = QLabel(tr("Open a session to verify and play it."))
         self.banner.setWordWrap(True)
         self.table = QTableWidget(0, 3)
-        self.table.setHorizontalHeaderLabels(["Segment", "Status", "Details"])
+        self.table.setHorizontalHeaderLabels([tr("Segment"), tr("Status"), tr("Details")])
         self.table.horizontalHeader().setSectionResizeMode(2, QHeaderView.ResizeMode.Stretch)
         self.table.verticalHeader().setVisible(False)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
@@ -191,12 +220,12 @@ class VerdictPanel(QWidget):
 
     def show_report(self, report: dict[str, Any], refused: list[int]) -> None:
         if report["intact"]:
-            self.banner.setText(f"✔ INTACT — session {report['session']}: every signature, the chain and "
-                                f"all {len(report['segments'])} segment hashes verify.")
+            self.banner.setText(f"✔ {tr('INTACT')} — session {report['session']}: every signature, the chain "
+                                f"and all {len(report['segments'])} segment hashes verify.")
             self.banner.setStyleSheet("background:#e8f5e9; color:#1b5e20; padding:6px; font-weight:bold;")
         else:
             cats = ", ".join(c for c in report["categories"] if c != "ok")
-            text = f"✖ NOT INTACT — session {report['session']}: {cats}."
+            text = f"✖ {tr('NOT INTACT')} — session {report['session']}: {cats}."
             if refused:
                 text += f" Segment(s) {', '.join(map(str, refused))} refused: not played."
             self.banner.setText(text)
@@ -239,10 +268,11 @@ class ReviewWindow(QMainWindow):
     _refresh_done = Signal(object)
     _qc_done = Signal(str)
 
-    def __init__(self, setup: ReviewSetup, audio: bool = True) -> None:
+    def __init__(self, setup: ReviewSetup, audio: bool = True, language: str = "en") -> None:
         super().__init__()
+        set_language(language)
         self.setup = setup
-        self.setWindowTitle("DualRec — Review")
+        self.setWindowTitle(tr("DualRec — Review"))
         self.session: ReviewSession | None = None
         self.qc_report: qcmod.QcReport | None = None
         # dialogs are attributes so tests (and kiosk deployments) can replace them
@@ -251,9 +281,9 @@ class ReviewWindow(QMainWindow):
         self.model = CatalogModel(setup.catalog, self)
         self.filters = FilterBar(setup.thresholds.required_steps)
         self.filters.changed.connect(self.apply_filter)
-        self.refresh_button = QPushButton("Refresh")
+        self.refresh_button = QPushButton(tr("Refresh"))
         self.refresh_button.clicked.connect(self.refresh)
-        self.open_button = QPushButton("Open")
+        self.open_button = QPushButton(tr("Open"))
         self.open_button.clicked.connect(self.open_selected)
         self.count_label = QLabel("")
         self.table = QTableView()
@@ -311,7 +341,8 @@ class ReviewWindow(QMainWindow):
             self.table.setColumnWidth(0, 220)
 
     def _update_count(self) -> None:
-        self.count_label.setText(f"{len(self.model.rows)} of {self.setup.catalog.count()} sessions")
+        total = self.setup.catalog.count()
+        self.count_label.setText(f"{len(self.model.rows)} {tr('of')} {total} {tr('sessions')}")
 
     def refresh(self) -> None:
         self.refresh_button.setEnabled(False)

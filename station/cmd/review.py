@@ -30,7 +30,7 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
     setup = env.build(ctx, [Path(p) for p in args.identity], args.trust, reviewer=args.reviewer)
     setup.compute_qc = not args.no_qc
     app = application()
-    win = ReviewWindow(setup, audio=not args.no_audio)
+    win = ReviewWindow(setup, audio=not args.no_audio, language=str(ctx.policy.ui.language))
     win.resize(1400, 950)
     win.show()
     if args.smoke:
