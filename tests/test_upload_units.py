@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
+import tempfile
 import threading
 from pathlib import Path
 
@@ -15,7 +17,17 @@ from station.policy import Policy
 from uploader import layout
 from uploader.bandwidth import Backoff, LimitedStream, TokenBucket
 from uploader.errors import JournalConflict
-from uploader.journal import COMPLETED, FAILED, PURGED, QUEUED, SEALED, UPLOADING, VERIFIED, Journal
+from uploader.journal import (
+    COMPLETED,
+    FAILED,
+    PURGED,
+    QUEUED,
+    SEALED,
+    TRANSITIONS,
+    UPLOADING,
+    VERIFIED,
+    Journal,
+)
 from uploader.service import Uploader, backlog, upload_rate_bytes_s
 from uploader.stores import LocalFolderStore, choose_part_size, digest_file, expected_etag
 
@@ -205,3 +217,38 @@ def test_spool_session_with_a_station_id_unusable_in_keys_is_reported_not_fatal(
     assert up.scan() == 0
     assert "station id" in backlog(tmp_path)["last_error"]
     assert (sd / "seg-000001.media.drseg").exists()
+
+
+@given(st.lists(st.tuples(st.sampled_from(["SEALED", "QUEUED", "UPLOADING", "COMPLETED", "VERIFIED",
+                                           "PURGED", "FAILED", "revive"]),
+                          st.booleans()), max_size=40))
+@settings(max_examples=60, deadline=None)
+def test_no_sequence_of_moves_reaches_purged_without_verified_or_fails_a_stored_entry(
+        moves: list[tuple[str, bool]]) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        j = Journal(Path(d) / "j.sqlite")
+        j.add("k", Path(d) / "f", role="segment")
+        history = [SEALED]
+        for to, hard in moves:
+            e = j.get("k")
+            assert e is not None
+            try:
+                if to == "revive":
+                    e = j.revive(e) if e.state == FAILED else e
+                elif to == FAILED:
+                    e = j.fail(e, "x", hard=hard, retry_at=0)
+                else:
+                    e = j.transition("k", e.state, to)
+            except (ValueError, JournalConflict):
+                continue
+            if e.state != history[-1]:
+                history.append(e.state)
+        j.close()
+    for i, (a, b) in enumerate(itertools.pairwise(history)):
+        assert b in TRANSITIONS[a] or b == FAILED
+        if b == PURGED:
+            assert a == VERIFIED
+        if b == FAILED:
+            assert a not in (VERIFIED, PURGED)
+        if a == FAILED:  # back to exactly where it failed
+            assert b == history[i - 1]

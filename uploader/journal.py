@@ -220,9 +220,12 @@ class Journal:
             fields.setdefault("resume", None)
         fields["updated_at"] = self._wall()
         sets = ", ".join(f"{k} = ?" for k in fields)
+        # a FAILED entry only goes back to the state it failed in (its resume state)
+        guard = " AND resume = ?" if expect == FAILED and to != FAILED else ""
+        args = (to, *fields.values(), key, expect) + ((to,) if guard else ())
         with self._tx() as db:
-            cur = db.execute(f"UPDATE objects SET state = ?, {sets} WHERE key = ? AND state = ?",  # noqa: S608
-                             (to, *fields.values(), key, expect))
+            cur = db.execute(f"UPDATE objects SET state = ?, {sets} WHERE key = ? AND state = ?{guard}",  # noqa: S608
+                             args)
             if cur.rowcount != 1:
                 row = db.execute("SELECT state FROM objects WHERE key = ?", (key,)).fetchone()
                 raise JournalConflict(key, row[0] if row else "absent", expect)

@@ -166,6 +166,13 @@ class Uploader:
         added = 0
         for session_dir in sorted(p for p in self.spool_dir.iterdir() if p.is_dir()):
             try:
+                markers = [str(session_dir / n) for n in os.listdir(session_dir)
+                           if n == layout.SESSION_MANIFEST or layout.MANIFEST_RE.fullmatch(n)]
+            except OSError:
+                continue
+            if all(m in known for m in markers):
+                continue  # nothing new since the last scan (manifests are written last)
+            try:
                 files = layout.ready_files(session_dir, self.station_id)
             except layout.ManifestUnreadable as exc:
                 self._note_error(f"spool session {session_dir.name}: {exc}")
