@@ -139,7 +139,8 @@ class Journal:
         self._db.execute("PRAGMA synchronous=FULL")
         with self._lock:
             self._db.executescript(_SCHEMA)
-        self.set_meta("schema_version", str(SCHEMA_VERSION))
+        if self.get_meta("schema_version") is None:  # readers (backlog) do not write
+            self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def close(self) -> None:
         with self._lock:
