@@ -304,3 +304,12 @@ def test_a_second_uploader_waits_for_the_data_dir_lock_instead_of_duplicating_wo
         os.close(fd)
     result = up.drain()
     assert result["error"] is None and "busy" not in result and not sd.exists()
+
+
+def test_verify_remote_reads_only_central_storage_never_the_spool(
+        station_home: Path, keyring_service: str, capsys: pytest.CaptureFixture[str]) -> None:
+    sd = sealed_session(station_home / "spool", segments=1)
+    rc, out, err = _cli(capsys, "verify", sd.name, "--remote", "--json")
+    assert rc == 1 and "not in central storage" in out["error"]
+    rc, report, _ = _cli(capsys, "verify", sd.name, "--json")  # without --remote: the spool copy
+    assert "intact" in report
