@@ -3,7 +3,11 @@ real sealed sessions from SessionSealer."""
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,12 +19,12 @@ from station.crypto.keys import station_text
 from station.crypto.session import SessionSealer
 from station.policy import Policy
 from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY, SecretStore
-from tests.services import S3Server
+from tests.services import S3Server, free_port
 from tests.uploadkit import MiB, all_versions, s3_policy, sealed_session, spool_files, write_policy
 from uploader.bandwidth import TokenBucket
 from uploader.journal import PURGED, VERIFIED, Journal
 from uploader.service import Uploader, backlog, upload_rate_bytes_s
-from uploader.stores import S3Store, s3_settings
+from uploader.stores import LocalFolderStore, S3Store, s3_settings
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +44,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]
     return rc, json.loads(out) if out.strip().startswith("{") else out, err
 
 
-def test_recorded_session_uploads_verifies_purges_and_verifies_remotely(
+def test_recorded_session_uploads_verifies_purges_and_verifies_remotely(  # noqa: PLR0917
         s3: S3Server, s3_lock_bucket: str, keyring_service: str, station_home: Path,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     signer = nacl.signing.SigningKey.generate()
@@ -208,9 +212,6 @@ def test_spool_file_changed_after_hashing_is_refused_by_the_server_via_content_m
 
 def test_background_loop_uploads_sessions_sealed_while_it_runs_and_stops_promptly(
         s3: S3Server, s3_lock_bucket: str, station_home: Path) -> None:
-    import threading
-    import time
-
     (station_home / "spool").mkdir()
     up = _uploader(s3, s3_lock_bucket, station_home, poll_s=0.1)
     stop = threading.Event()
@@ -233,8 +234,6 @@ def test_background_loop_uploads_sessions_sealed_while_it_runs_and_stops_promptl
 
 def test_unreachable_storage_at_start_is_retried_until_the_timeout_and_purges_nothing(
         station_home: Path) -> None:
-    from tests.services import free_port
-
     sd = sealed_session(station_home / "spool", segments=1)
     dead = S3Server(f"http://127.0.0.1:{free_port()}", "ak", "sk")
     events: list[dict[str, Any]] = []
@@ -248,8 +247,6 @@ def test_unreachable_storage_at_start_is_retried_until_the_timeout_and_purges_no
 
 def test_two_uploaders_on_one_journal_store_each_object_once(
         s3: S3Server, s3_lock_bucket: str, station_home: Path) -> None:
-    import threading
-
     sessions = [sealed_session(station_home / "spool", segments=2, media_bytes=6 * MiB) for _ in range(2)]
     ups = [_uploader(s3, s3_lock_bucket, station_home) for _ in range(2)]  # the app and a CLI run
     results: list[dict[str, Any]] = []
@@ -284,11 +281,6 @@ def test_embedded_local_store_takes_the_same_path_and_verify_reads_it(
 
 def test_a_second_uploader_waits_for_the_data_dir_lock_instead_of_duplicating_work(
         station_home: Path) -> None:
-    import fcntl
-    import os
-
-    from uploader.stores import LocalFolderStore
-
     sd = sealed_session(station_home / "spool", segments=1)
     lock = station_home / "journal.lock"
     up = Uploader(LocalFolderStore(station_home / "store"), Journal(station_home / "journal.sqlite"),
@@ -309,7 +301,7 @@ def test_a_second_uploader_waits_for_the_data_dir_lock_instead_of_duplicating_wo
 def test_verify_remote_reads_only_central_storage_never_the_spool(
         station_home: Path, keyring_service: str, capsys: pytest.CaptureFixture[str]) -> None:
     sd = sealed_session(station_home / "spool", segments=1)
-    rc, out, err = _cli(capsys, "verify", sd.name, "--remote", "--json")
+    rc, out, _ = _cli(capsys, "verify", sd.name, "--remote", "--json")
     assert rc == 1 and "not in central storage" in out["error"]
     rc, report, _ = _cli(capsys, "verify", sd.name, "--json")  # without --remote: the spool copy
     assert "intact" in report
