@@ -6,6 +6,8 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -15,16 +17,19 @@ import nacl.signing
 import pytest
 
 from station import cli
+from station.crypto import SealedReader
 from station.crypto.keys import station_text
 from station.crypto.session import SessionSealer
 from station.policy import Policy
 from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY, SecretStore
+from tests.recordkit import decode_media, make_station
 from tests.services import S3Server, free_port
 from tests.uploadkit import MiB, all_versions, s3_policy, sealed_session, spool_files, write_policy
 from uploader.bandwidth import TokenBucket
 from uploader.journal import PURGED, VERIFIED, Journal
+from uploader.remote import find_session_folder
 from uploader.service import Uploader, backlog, upload_rate_bytes_s
-from uploader.stores import LocalFolderStore, S3Store, s3_settings
+from uploader.stores import LocalFolderStore, S3Store, open_store, s3_settings
 
 pytestmark = pytest.mark.integration
 
@@ -305,3 +310,36 @@ def test_verify_remote_reads_only_central_storage_never_the_spool(
     assert rc == 1 and "not in central storage" in out["error"]
     rc, report, _ = _cli(capsys, "verify", sd.name, "--json")  # without --remote: the spool copy
     assert "intact" in report
+
+
+@pytest.mark.e2e
+def test_session_recorded_by_station_record_reaches_locked_bucket_and_decodes_from_it(  # noqa: PLR0917
+        s3: S3Server, s3_lock_bucket: str, keyring_service: str, station_home: Path,
+        capsys: pytest.CaptureFixture[str], display: str) -> None:
+    st = make_station(station_home, **{
+        "capture.segment_seconds": 2, "capture.profile": "low", "storage.kind": "s3",
+        "storage.s3_endpoint": s3.endpoint, "storage.s3_bucket": s3_lock_bucket,
+        "storage.object_lock": "refuse", "upload.during_call": "run"})
+    SecretStore().set(STORAGE_ACCESS_KEY, s3.access_key)
+    SecretStore().set(STORAGE_SECRET_KEY, s3.secret_key)
+    rec = subprocess.run([sys.executable, "-m", "station.cli", "record", "--json", "--policy",
+                          str(st.policy_path), "--data-dir", str(station_home), "--duration", "4",
+                          "--fake-devices"], capture_output=True, timeout=120, check=False)
+    assert rec.returncode == 0, rec.stderr.decode()[-2000:]
+    (sd,) = [p for p in (station_home / "spool").iterdir() if p.is_dir()]
+    rc, result, err = _cli(capsys, "upload", "--drain", "--json", "--policy", str(st.policy_path),
+                           "--data-dir", str(station_home))
+    assert rc == 0 and result["error"] is None, err
+    assert not sd.exists() and result["object_lock"]["compliant"]
+    rc, report, err = _cli(capsys, "verify", sd.name, "--remote", "--json", "--policy",
+                           str(st.policy_path), "--data-dir", str(station_home))
+    assert rc == 0 and report["intact"] is True, err
+    # a reviewer reads a segment straight from the bucket: decrypts and decodes (in memory)
+    store = open_store(s3_policy(s3, s3_lock_bucket), SecretStore(), station_home)
+    folder = find_session_folder(store, sd.name)
+    assert folder is not None
+    with store.open(f"{folder}/seg-000001.media.drseg") as fh:
+        reader = SealedReader(fh, [st.identity])
+        data = reader.read()
+    decoded = decode_media(data)
+    assert decoded.screen_pts_ms and decoded.camera_pts_ms and decoded.audio_samples > 0
