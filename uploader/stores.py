@@ -554,21 +554,27 @@ class S3Store(Store):
         return LimitedStream(io.BytesIO(data), self.limiter) if self.limiter is not None else data
 
     def _put_single(self, key: str, src: Path | bytes, digest: Digest) -> ObjectInfo:
-        data = src if isinstance(src, bytes) else Path(src).read_bytes()
-        if len(data) != digest.size:
-            raise VerifyFailed(key, f"local file is {len(data)} bytes, hashed {digest.size}")
-        try:
-            self._count("put")
-            r = self.client.put_object(Bucket=self.bucket, Key=key, Body=self._body(data),
-                                       ContentMD5=_b64(digest.part_md5s[0]), IfNoneMatch="*",
-                                       ContentLength=len(data), Metadata={"sha256": digest.sha256},
-                                       ContentType="application/octet-stream", **self._lock_args())
-        except ClientError as exc:
-            if _status(exc) == 412 or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
-                return self._existing(key, digest)
-            raise map_error(exc, f"PUT {key}") from None
-        except Exception as exc:
-            raise map_error(exc, f"PUT {key}") from None
+        with contextlib.ExitStack() as stack:
+            if isinstance(src, bytes):
+                size, body = len(src), self._body(src)
+            else:  # streamed from the file (seekable, so botocore can retry), never read whole
+                fh = stack.enter_context(open(src, "rb"))
+                size = os.fstat(fh.fileno()).st_size
+                body = LimitedStream(fh, self.limiter) if self.limiter is not None else fh
+            if size != digest.size:
+                raise VerifyFailed(key, f"local file is {size} bytes, hashed {digest.size}")
+            try:
+                self._count("put")
+                r = self.client.put_object(Bucket=self.bucket, Key=key, Body=body,
+                                           ContentMD5=_b64(digest.part_md5s[0]), IfNoneMatch="*",
+                                           ContentLength=size, Metadata={"sha256": digest.sha256},
+                                           ContentType="application/octet-stream", **self._lock_args())
+            except ClientError as exc:
+                if _status(exc) == 412 or _code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+                    return self._existing(key, digest)
+                raise map_error(exc, f"PUT {key}") from None
+            except Exception as exc:
+                raise map_error(exc, f"PUT {key}") from None
         return ObjectInfo(key, digest.size, digest.sha256, str(r.get("ETag", "")).strip('"') or None)
 
     def _existing(self, key: str, digest: Digest) -> ObjectInfo:
