@@ -50,12 +50,15 @@ class DropQueue(Generic[T]):
         self._lock = threading.Lock()
         self.offered = 0
         self.dropped = 0
+        self.dropped_full = 0  # the consumer fell behind: the queue was full
+        self.dropped_late = 0  # the capture thread itself was late (ticks skipped, failed grabs)
 
     def offer(self, item: T) -> bool:
         with self._lock:
             self.offered += 1
             if len(self._items) >= self.capacity:
                 self.dropped += 1
+                self.dropped_full += 1
                 return False
             self._items.append(item)
             return True
@@ -65,6 +68,7 @@ class DropQueue(Generic[T]):
         with self._lock:
             self.offered += n
             self.dropped += n
+            self.dropped_late += n
 
     def drain(self) -> list[T]:
         with self._lock:

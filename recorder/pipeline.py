@@ -173,7 +173,7 @@ class Pipeline:
             raise
         self.gate_ns = self.clock.now_ns()
         for q in self.queues.values():  # pre-roll items are discarded by the gate in _collect
-            q.dropped = q.offered = 0
+            q.dropped = q.offered = q.dropped_full = q.dropped_late = 0
         self._open_segment(self.gate_ns)
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._thread.start()
@@ -505,8 +505,10 @@ class Pipeline:
                 fps = len(recent) / 3.0
             else:
                 fps = (len(recent) - 1) / ((recent[-1] - recent[0]) / 1e9) if len(recent) > 2 else 0.0
+            q = self.queues[name]
             streams[name] = {"fps": round(fps, 2), "frames": self.totals[name].encoded,
-                             "captured": src.captured, "dropped": self.queues[name].dropped}
+                             "captured": src.captured, "dropped": q.dropped,
+                             "dropped_full": q.dropped_full, "dropped_late": q.dropped_late}
         thumb = None
         if self.last_camera is not None:
             thumb = cv2.resize(self.last_camera[..., :3], (160, 90), interpolation=cv2.INTER_AREA)

@@ -124,7 +124,7 @@ class PacedSource(Source):
     frame counts stay honest (fps x duration minus drops)."""
 
     fps: float = 15.0
-    CATCH_UP_S = 1.0  # a capture thread delayed by the OS up to this long catches up, no drop
+    CATCH_UP_S = 2.0  # a capture thread delayed by the OS up to this long catches up, no drop
 
     def _run(self) -> None:
         period_ns = int(1e9 / self.fps)

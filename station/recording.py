@@ -294,6 +294,8 @@ class RecordingSession:
             d = tot.as_dict()
             d["frames"] = tot.encoded  # audio: samples
             d["dropped"] = p.queues[name].dropped
+            d["dropped_full"] = p.queues[name].dropped_full
+            d["dropped_late"] = p.queues[name].dropped_late
             streams[name] = d
         if "audio" in streams:
             mic = p.sources["audio"]

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
            "stop_code": summary["stop_code"], "duration_s": summary["duration_s"],
            "session_dir": summary["session_dir"],
            "streams": {n: {"frames": s["frames"], "dropped": s["dropped"],
+                           "dropped_full": s["dropped_full"], "dropped_late": s["dropped_late"],
                            **({k: s[k] for k in ("duration_s", "overflows", "silence_inserted", "trimmed",
                                                  "resets")} if n == "audio" else {})}
                        for n, s in summary["streams"].items()},
