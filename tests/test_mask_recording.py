@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -73,6 +74,11 @@ def test_recording_of_a_work_sequence_shows_no_legible_pii_in_any_frame(
         texts = list(pool.map(masklive.tesseract_text, kept))
     leaks = {k: masklive.legible(t, PLANTED) for k, t in enumerate(texts)}
     leaks = {k: v for k, v in leaks.items() if v}
+    if leaks and os.environ.get("MASK_DEBUG_DIR"):
+        import cv2
+
+        for k in leaks:
+            cv2.imwrite(os.path.join(os.environ["MASK_DEBUG_DIR"], f"rec_{k}.png"), kept[k])
     assert leaks == {}, f"{len(leaks)} of {len(kept)} distinct frames show PII: {leaks}"
 
     rules = {e["rule"] for e in ledger}

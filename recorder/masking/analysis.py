@@ -144,7 +144,7 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 regions.append(Region(u, f.rule, conf, f.value))
     # column headers that are labels mark the cells below them
     for i, hdr, htext in _header_segments(lines):
-        kind = label_kind(htext, labels)
+        kind = label_kind(htext, labels, fuzzy=True)
         if kind is None:
             continue
         h = max(hdr.h, 8)
@@ -158,7 +158,7 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 continue
             text = cr.text.strip()
             if kind == "name":
-                text = re.sub(r"^[\d\W_]+", "", text)  # a row number joined to the cell
+                text = re.sub(r"^[\x00-\x7f\W]+", "", text)  # a row number joined to the cell
                 hit = bool(NAME_RE.fullmatch(text)) and text not in NOT_NAMES
             elif kind == "address":
                 hit = len(text) >= 4

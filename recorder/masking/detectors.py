@@ -290,10 +290,28 @@ def _classify_number(raw: str, norm: str, start: int) -> str | None:
 
 
 # --- labels and names ---------------------------------------------------------------------------
-def label_kind(label_text: str, labels: Sequence[str] = DEFAULT_LABELS) -> str | None:
-    """What a label announces ('name', 'address', 'labelled') or None if it is no label."""
+def _one_edit(a: str, b: str) -> bool:
+    """a and b differ by at most one substitution, insertion or deletion."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) == len(b):
+        return sum(x != y for x, y in zip(a, b, strict=True)) <= 1
+    if len(a) > len(b):
+        a, b = b, a
+    return any(b[:k] + b[k + 1:] == a for k in range(len(b)))
+
+
+def label_kind(label_text: str, labels: Sequence[str] = DEFAULT_LABELS, fuzzy: bool = False) -> str | None:
+    """What a label announces ('name', 'address', 'labelled') or None if it is no label.
+    ``fuzzy``: also a label misread by one character (column headers, read once and trusted)."""
     t = fold(label_text).strip().rstrip(":：").strip()
     if not t:
+        return None
+    if fuzzy and len(t) >= 3 and label_kind(t, labels) is None:
+        for label in labels:
+            if len(label) >= 2 and any(len(label + sfx) >= 3 and _one_edit(t, label + sfx)
+                                       for sfx in LABEL_SUFFIXES):
+                return LABEL_KIND.get(label, "name")
         return None
     best: tuple[int, str] | None = None
     for label in labels:
