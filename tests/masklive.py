@@ -121,6 +121,26 @@ def legible(text: str, planted: dict[str, Any], window: int = 8) -> list[str]:
     return hits
 
 
+class Distinct:
+    """Keeps a frame only if it visibly differs from the last kept one (8x8 block means differing
+    by more than ``tol`` somewhere): encoder noise is not a new frame, a mask appearing or
+    disappearing over a text cell is."""
+
+    def __init__(self, tol: float = 24.0) -> None:
+        self.tol = tol
+        self.kept: list[tuple[int, np.ndarray]] = []
+        self._last: np.ndarray | None = None
+
+    def offer(self, seq: int, img: np.ndarray) -> bool:
+        h, w = img.shape[:2]
+        small = cv2.resize(img[..., :3], (w // 8, h // 8), interpolation=cv2.INTER_AREA).astype(np.int16)
+        if self._last is not None and np.abs(small - self._last).max() <= self.tol:
+            return False
+        self._last = small
+        self.kept.append((seq, img[..., :3].copy()))
+        return True
+
+
 def unique_frames(frames: list[VideoFrame], crop: tuple[int, int, int, int]) -> list[tuple[int, np.ndarray]]:
     x0, y0, x1, y1 = crop
     seen: set[bytes] = set()

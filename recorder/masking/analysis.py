@@ -168,6 +168,9 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 regions.append(Region(cell.box.pad(PAD_X, PAD_Y, width, height),
                                       "name" if kind == "name" else kind if kind == "address" else "labelled",
                                       cr.confidence, text))
+    # a column of person names (three or more aligned cells: surname + 1-3 characters), whatever
+    # its header says or whether it was read: names in tables need no label to be masked
+    _name_columns(lines, masked_whole, regions, width, height)
     # numbers read with low confidence; lines too thin to read (clipped at a viewport edge) or
     # read with low confidence overall: masked whole, never trusted
     for i, ln in enumerate(lines):
@@ -219,3 +222,39 @@ def _in_column(cell: Box, hdr: Box) -> bool:
         return True
     overlap = min(cell.x1, hdr.x1 + h) - max(cell.x0, hdr.x0 - h)
     return overlap >= 0.3 * max(cell.w, 1)
+
+
+SURNAMES = set("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程苏魏"
+               "吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝龚邵万"
+               "钱严覃武戴莫孔向汤常温康施牛樊葛邢齐易乔伍庞颜倪庄聂章鲁岳翟殷詹欧耿焦俞左柳甘祝包宁符舒阮"
+               "柯纪梅童凌毕季裴霍涂苗谷盛翁冉骆蓝游辛靳管柴蒙鲍喻祁蒲滕屈饶牟艾尤穆农卓缪褚娄窦戚岑党宫"
+               "费卜冷晏卫柏宗瞿桂佟臧闵苟邬卞姬仇栾隋刁巫寇桑郎甄丛仲虞敖巩佘麻苑迟邝")
+COMPOUND = ("上官", "欧阳", "诸葛", "司马", "东方", "皇甫", "令狐", "慕容", "尉迟", "长孙", "宇文", "司徒",
+            "夏侯", "公孙")
+NAME_CELL = re.compile(r"[\u4e00-\u9fff]{2,4}")
+
+
+def _person_name(text: str) -> bool:
+    t = re.sub(r"^[\x00-\x7f\W]+", "", text.strip())
+    if not NAME_CELL.fullmatch(t) or t in NOT_NAMES:
+        return False
+    return t[:2] in COMPOUND or (t[0] in SURNAMES and len(t) <= 3)
+
+
+def _name_columns(lines: Sequence[Line], masked_whole: set[int], regions: list[Region],
+                  width: int, height: int) -> None:
+    cells = [i for i, ln in enumerate(lines)
+             if i not in masked_whole and ln.reading is not None and _person_name(ln.reading.text)]
+    by_col: dict[int, list[int]] = {}
+    for i in cells:
+        x = lines[i].box.x0
+        key = next((k for k in by_col if abs(k - x) <= 6), x)
+        by_col.setdefault(key, []).append(i)
+    for members in by_col.values():
+        if len(members) >= 3:
+            for i in members:
+                ln = lines[i]
+                masked_whole.add(i)
+                regions.append(Region(ln.box.pad(PAD_X, PAD_Y, width, height), "name",
+                                      ln.reading.confidence if ln.reading else 0.0,
+                                      ln.reading.text if ln.reading else ""))

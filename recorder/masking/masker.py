@@ -266,9 +266,10 @@ class MaskFilter:
                     if self._stop:
                         return
                     batch: list[tuple[bytes, np.ndarray]] = []
-                    # newest first; skip lines no longer on screen
+                    # newest first, then the oldest (no line waits forever while the screen
+                    # keeps changing); skip lines no longer on screen
                     while self._queue and len(batch) < 16:
-                        key = self._queue.pop()
+                        key = self._queue.pop() if len(batch) % 2 == 0 else self._queue.popleft()
                         crop = self._crops.pop(key, None)
                         if crop is not None and key in self._active:
                             batch.append((key, crop))
