@@ -6,7 +6,7 @@ Seals ``--size-mb`` of random media into a spool with SessionSealer, then upload
 twice to the SeaweedFS that ``./dev bench`` started (auth enforced), into two fresh buckets:
 
 1. plain boto3 ``upload_file`` per file, ``TransferConfig`` with the same part size, threshold and
-   concurrency (the reference);
+   concurrency (the reference), once before and once after the uploader (their mean is used);
 2. the uploader's ``drain()``: hash pass, Content-MD5 on every part, If-None-Match, journal,
    HEAD verification, purge (everything the product does).
 
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
 import sys
 import tempfile
 import time
@@ -102,17 +103,24 @@ def main() -> int:
     admin.create_bucket(Bucket=ref_bucket)
     admin.create_bucket(Bucket=our_bucket)
 
-    # 1. plain boto3 upload_file, same part size / threshold / concurrency
+    # 1. plain boto3 upload_file, same part size / threshold / concurrency; run before and after
+    #    the uploader (A-B-A) so that a machine getting busier or quieter does not favour either
     client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id=ak,
                           aws_secret_access_key=sk,
                           config=Config(s3={"addressing_style": "path"},
                                         max_pool_connections=2 * args.concurrency + 4))
     tc = TransferConfig(multipart_threshold=args.threshold_mb * MiB, multipart_chunksize=args.part_mb * MiB,
                         max_concurrency=args.concurrency, use_threads=True)
-    c0, w0 = cpu_s(), time.perf_counter()
-    for p in files:
-        client.upload_file(str(p), ref_bucket, f"ref/{session_dir.name}/{p.name}", Config=tc)
-    ref_wall, ref_cpu = time.perf_counter() - w0, cpu_s() - c0
+
+    def reference(run: int) -> tuple[float, float]:
+        c0, w0 = cpu_s(), time.perf_counter()
+        for p in files:
+            client.upload_file(str(p), ref_bucket, f"ref{run}/{session_dir.name}/{p.name}", Config=tc)
+        return time.perf_counter() - w0, cpu_s() - c0
+
+    ref_runs = [reference(1)]
+    ours_spool = work / "spool-uploader"
+    shutil.copytree(spool, ours_spool)  # the uploader purges what it uploaded
 
     # 2. the uploader, as the station runs it (bandwidth limiter attached, uncapped)
     pol = Policy.defaults().replace(
@@ -121,20 +129,25 @@ def main() -> int:
         upload__multipart_threshold_mb=args.threshold_mb, upload__concurrency=args.concurrency)
     limiter = None if args.no_limiter else TokenBucket(lambda: upload_rate_bytes_s(pol, False))
     store = S3Store(s3_settings(pol), ak, sk, limiter=limiter)
-    up = Uploader(store, Journal(work / "journal.sqlite"), spool, pol, station_id="bench-seat")
+    up = Uploader(store, Journal(work / "journal.sqlite"), ours_spool, pol, station_id="bench-seat")
     c0, w0 = cpu_s(), time.perf_counter()
     result = up.drain()
     our_wall, our_cpu = time.perf_counter() - w0, cpu_s() - c0
     up.close()
-    if result["error"] or session_dir.exists():
+    if result["error"] or (ours_spool / session_dir.name).exists():
         print(f"uploader failed: {result['error']}", file=sys.stderr)
         return 1
+    ref_runs.append(reference(2))
+    ref_wall = sum(w for w, _ in ref_runs) / len(ref_runs)
+    ref_cpu = sum(c for _, c in ref_runs) / len(ref_runs)
 
     gib = total / (1024 * MiB)
     ref_rate, our_rate = total / MiB / ref_wall, total / MiB / our_wall
     print(f"size {total / MiB:.0f} MiB, part {args.part_mb} MiB, concurrency {args.concurrency}, "
           f"{len(files)} objects")
-    print(f"boto3 upload_file : {ref_rate:7.1f} MiB/s  {ref_wall:6.1f} s  CPU {ref_cpu / gib:5.2f} s/GiB")
+    print(f"boto3 upload_file : {ref_rate:7.1f} MiB/s  {ref_wall:6.1f} s  CPU {ref_cpu / gib:5.2f} s/GiB"
+          f"  (mean of runs before and after: "
+          f"{', '.join(f'{total / MiB / w:.1f}' for w, _ in ref_runs)} MiB/s)")
     print(f"uploader drain    : {our_rate:7.1f} MiB/s  {our_wall:6.1f} s  CPU {our_cpu / gib:5.2f} s/GiB"
           "  (hash, MD5 parts, journal, HEAD verify, purge)")
     print(f"ratio uploader/boto3: {our_rate / ref_rate:.2f} (target >= 0.8)")

@@ -118,7 +118,10 @@ class Uploader:
         self.wall = wall
         up = policy.upload
         self.backoff = backoff or Backoff(up.retry_initial_s, 1.5, up.retry_max_s)
-        self.concurrency = int(up.concurrency)
+        self.concurrency = int(up.concurrency)  # parallel part uploads (the store's part pool)
+        # objects in progress: one more than the part pool, so that while one object waits for
+        # its HEAD, complete or journal, the parts of the others keep the pool busy
+        self.objects_in_flight = self.concurrency + 1
         self.poll_s = poll_s
         self.lock_path = lock_path  # one active uploader per data dir (the app or a CLI run)
         self.prefix = store.prefix
@@ -240,6 +243,18 @@ class Uploader:
             raise SpoolCorrupt(e.path, f"sha256 {digest.sha256}, manifest says {e.expect_sha256}")
         return self.journal.transition(e.key, SEALED, QUEUED, sha256=digest.sha256, size=digest.size,
                                        part_size=digest.part_size, md5s=list(digest.part_md5s))
+
+    def hash_entry(self, e: Entry) -> Outcome:
+        """SEALED -> QUEUED (or FAILED if the spool file does not match its manifest)."""
+        try:
+            e = self._hash(e)
+            return Outcome(e.key, e.state)
+        except SpoolCorrupt as exc:
+            return self._failed(e, str(exc), True)
+        except JournalConflict:
+            return Outcome(e.key, "?")
+        except OSError as exc:
+            return self._failed(e, f"{e.path}: {exc.strerror or exc}", True)
 
     @staticmethod
     def _digest(e: Entry) -> Digest:
@@ -425,7 +440,9 @@ class Uploader:
                 self._emit({"event": "failed", "key": "(storage)", "error": str(exc), "hard": False,
                             "retry_in_s": round(delay, 2)})
                 stop.wait(delay)
-        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="upload") as pool:
+        hashing: dict[str, Future[Outcome]] = {}
+        with ThreadPoolExecutor(self.objects_in_flight, thread_name_prefix="upload") as pool, \
+                ThreadPoolExecutor(1, thread_name_prefix="upload-hash") as hash_pool:
             while not stop.is_set():
                 self.scan()
                 with contextlib.suppress(OSError):
@@ -437,18 +454,24 @@ class Uploader:
                             self.journal.revive(e)
                 entries = self.journal.entries(PENDING)
                 pending_keys = {e.key for e in entries}
+                # hash ahead in their own thread, so that upload threads only upload
+                for e in entries:
+                    if len(hashing) >= 2 or hard:
+                        break
+                    if e.state == SEALED and e.key not in hashing and e.key not in inflight:
+                        hashing[e.key] = hash_pool.submit(self.hash_entry, e)
                 eligible = [e for e in self._eligible(entries)
-                            if e.key not in inflight and e.state != FAILED]
+                            if e.key not in inflight and e.state not in (FAILED, SEALED)]
                 if not hard and not self.paused():
                     for e in eligible:
-                        if len(inflight) >= self.concurrency:
+                        if len(inflight) >= self.objects_in_flight:
                             break
                         inflight[e.key] = pool.submit(self.process, e)
                 if self.purge_ready():
                     with contextlib.suppress(OSError):
                         self.ship_audit()  # the purge records go up in the same drain
                     continue
-                if not inflight:
+                if not inflight and not hashing:
                     if hard:
                         error = hard[0]
                         break
@@ -465,15 +488,19 @@ class Uploader:
                     next_at = min((e.retry_at or now for e in waiting), default=now + self.poll_s)
                     stop.wait(min(max(next_at - self.wall(), 0.02), self.poll_s))
                     continue
-                done, _ = wait(list(inflight.values()), timeout=self.poll_s, return_when=FIRST_COMPLETED)
+                done, _ = wait([*inflight.values(), *hashing.values()], timeout=self.poll_s,
+                               return_when=FIRST_COMPLETED)
                 for f in done:
                     out = f.result()
-                    inflight.pop(out.key, None)
+                    if inflight.get(out.key) is f:
+                        inflight.pop(out.key)
+                    else:
+                        hashing.pop(out.key, None)
                     if out.hard and out.error:
                         hard.append(out.error)
                 if deadline is not None and time.monotonic() > deadline and not hard:
                     hard.append("timed out with uploads pending")
-            for f in inflight.values():
+            for f in [*inflight.values(), *hashing.values()]:
                 f.result()
         self.purge_ready()
         if error is None and not self.journal.entries(PENDING):
