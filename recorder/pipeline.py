@@ -7,11 +7,10 @@ rotated every ``segment_s`` on a screen frame: each segment has new encoders, so
 stream of a segment starts with a keyframe.
 
 Timing: video pts are capture times (ms since the session origin ``clock.t0_ns``); audio pts
-count samples and follow the capture clock only where it disagrees by more than
-``audio_snap_ms`` over the least-late block of the last ``audio_window_s`` (block timestamps
-are late when a callback is scheduled late, never early): the count ahead is trimmed, a real gap
-(overflow, lost blocks) is filled with silence; a jump beyond 2 s resets the anchor and is
-reported.
+count samples and follow the capture clock only where the median drift of the last
+``audio_window_s`` leaves +-``audio_snap_ms`` (block timestamps are noisy both ways): the count
+ahead is trimmed, behind is filled with silence; a gap the device flags (overflow) is filled at
+once; a jump beyond 2 s resets the anchor and is reported.
 
 Errors: a source's stashed exception is re-raised here (``DEVICE_LOST``), an encoder/container
 failure stops with ``ENCODER_ERROR``; the segment so far is sealed and closed either way and
@@ -354,23 +353,24 @@ class Pipeline:
             self._gaps.append({"kind": "audio-reset", "at_pts_ms": self._ms(chunk.capture_ns),
                                "jump_ms": int(drift * 1000 / rate)})
         else:
-            # A block's timestamp can only be late (the callback thread was scheduled late),
-            # never early, so the least-late block of the last ``audio_window_s`` is the
-            # estimate: one early block proves the count is ahead (trim); a real gap (lost
-            # samples, a slower device clock) must show in every block of a full window (fill).
+            # Block timestamps are noisy both ways (a callback scheduled late; PortAudio's ADC
+            # latency report jumping), so the sample count is trusted and only corrected when
+            # the median drift of the last ``audio_window_s`` leaves +-``audio_snap_ms``: the
+            # count ahead is trimmed, behind (lost samples, a slower device clock) is filled.
             if self._drifts.maxlen is None:
                 blocks = max(8, int(self.cfg.audio_window_s * rate / max(1, samples.shape[0])))
                 self._drifts = deque(maxlen=blocks)
             self._drifts.append(drift)
-            low = min(self._drifts)
+            mid = int(np.median(self._drifts))
             snap = self.cfg.audio_snap_ms * rate // 1000
+            settled = len(self._drifts) * 2 >= (self._drifts.maxlen or 1)
             fix = 0
-            if low < -snap:
-                fix = max(low, -samples.shape[0])
-            elif chunk.overflow and drift > snap:  # the device says input was lost: fill now
+            if chunk.overflow and drift > snap:  # the device says input was lost: fill now
                 fix = drift
-            elif low > snap and len(self._drifts) == self._drifts.maxlen:
-                fix = low
+            elif settled and mid < -snap:
+                fix = max(mid, -samples.shape[0])
+            elif settled and mid > snap:
+                fix = mid
             if fix > 0:
                 self.audio_silence_inserted += fix
                 self._encode_audio(np.zeros((fix, samples.shape[1]), np.float32))
