@@ -571,6 +571,10 @@ def backlog_of(journal: Journal, spool_dir: Path, station_id: str = "station",
         for session_dir in Path(spool_dir).iterdir():
             if not session_dir.is_dir():
                 continue
+            with contextlib.suppress(OSError):
+                if all(str(session_dir / n) in known for n in os.listdir(session_dir)
+                       if n == layout.SESSION_MANIFEST or layout.MANIFEST_RE.fullmatch(n)):
+                    continue  # everything ready there is journaled (and counted above)
             with contextlib.suppress(layout.ManifestUnreadable, OSError):
                 for f in layout.ready_files(session_dir, station_id):
                     if str(f.path) not in known:
