@@ -456,7 +456,7 @@ class Uploader:
                 pending_keys = {e.key for e in entries}
                 # hash ahead in their own thread, so that upload threads only upload
                 for e in entries:
-                    if len(hashing) >= 2 or hard:
+                    if len(hashing) >= 2 or hard or self.paused():  # no CPU taken during a call
                         break
                     if e.state == SEALED and e.key not in hashing and e.key not in inflight:
                         hashing[e.key] = hash_pool.submit(self.hash_entry, e)
