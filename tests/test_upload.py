@@ -26,7 +26,7 @@ from tests.recordkit import decode_media, make_station
 from tests.services import S3Server, free_port
 from tests.uploadkit import MiB, all_versions, s3_policy, sealed_session, spool_files, write_policy
 from uploader.bandwidth import TokenBucket
-from uploader.journal import PURGED, VERIFIED, Journal
+from uploader.journal import PURGED, SEALED, VERIFIED, Journal
 from uploader.remote import find_session_folder
 from uploader.service import Uploader, backlog, upload_rate_bytes_s
 from uploader.stores import LocalFolderStore, S3Store, open_store, s3_settings
@@ -175,6 +175,7 @@ def test_pause_during_a_call_uploads_nothing_until_the_call_ends(
                    call_active=lambda: in_call[0])
     up.drain(wait_retries=False)
     assert all_versions(s3, s3_bucket) == {} and sd.exists()
+    assert {e.state for e in up.journal.entries()} == {SEALED}  # not even hashed during the call
     in_call[0] = False
     assert up.drain()["error"] is None and not sd.exists()
 
