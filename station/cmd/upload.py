@@ -22,7 +22,7 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def _progress(as_json: bool, quiet: bool) -> Any:
     def emit(ev: dict[str, Any]) -> None:
-        if quiet:
+        if quiet or (ev["event"] == "warning" and not as_json):  # already logged and summarised
             return
         if as_json:
             line = json.dumps(ev, ensure_ascii=False)
