@@ -152,3 +152,29 @@ def test_review_window_speaks_simplified_chinese_when_asked(qtbot, display: str,
         from ui.review_window import set_language
 
         set_language("en")
+
+
+def test_window_over_seaweedfs_lists_opens_and_audits_in_the_bucket(qtbot, display: str, s3, s3_bucket: str,  # type: ignore[no-untyped-def]
+                                                                    tmp_path: Path) -> None:
+    from ui.review_window import ReviewSetup, ReviewWindow
+    from uploader.stores import S3Settings, S3Store
+
+    ident, sk = nacl.public.PrivateKey.generate(), nacl.signing.SigningKey.generate()
+    store = S3Store(S3Settings(bucket=s3_bucket, prefix="dualrec", endpoint=s3.endpoint, region=s3.region),
+                    s3.access_key, s3.secret_key)
+    d = kit.make_session(tmp_path / "spool", [bytes(ident.public_key)], sk, segments=2, seg_s=2.0, agent="sam")
+    kit.upload(d, store, prefix="dualrec")
+    setup = ReviewSetup(store=store, catalog=Catalog.for_store(store, tmp_path / "data"), identities=[ident],
+                        trusted=[station_text(sk.verify_key)],
+                        audit=ReviewAudit(store, "dualrec", None, "dora@review"),
+                        thresholds=qcmod.Thresholds(required_steps=tuple(kit.STEPS)), compute_qc=False)
+    w = ReviewWindow(setup, audio=False)
+    qtbot.addWidget(w)
+    with qtbot.waitSignal(w.refreshed, timeout=20000):
+        w.refresh()
+    assert [(r.session_id, r.agent) for r in w.model.rows] == [(d.name, "sam")]
+    with qtbot.waitSignal(w.opened, timeout=20000) as opened:
+        w.open_session(w.model.rows[0], reason="remote check")
+    assert opened.args[0]["intact"] and "INTACT" in w.verdict.banner.text()
+    keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3_bucket, Prefix="dualrec/audit/")["Contents"]]
+    assert sorted(k.rsplit("/", 1)[1].split("-")[1] for k in keys) == ["open", "play"]
