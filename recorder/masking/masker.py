@@ -21,7 +21,8 @@ import numpy as np
 
 from recorder.masking.analysis import Line, Region, decide
 from recorder.masking.ledger import MaskLedger
-from recorder.masking.lines import TILE_H, Box, as_gray, changed_tiles, detect_lines, ink_map, line_key
+from recorder.masking.lines import (MAX_H, RULE_H, TILE_H, Box, as_gray, changed_tiles, detect_lines, ink_map,
+                                    line_key)
 from recorder.masking.ocr import OcrEngine, Reading, get_engine
 from station import logs
 from station.policy import DEFAULT_LABELS
@@ -190,9 +191,12 @@ class MaskFilter:
         self._prev = frame.copy()
         if bands:
             gray = as_gray(frame)
-            for y0, y1 in bands:
-                new, y0, y1 = _detect_band(frame, y0, y1, h, gray)
-                self._lines = [s for s in self._lines if (s.box.y1 <= y0 or s.box.y0 >= y1)
+            for cy0, cy1 in bands:
+                # lines touching the changed rows are re-detected (whole, even where they reach
+                # beyond them); lines elsewhere keep their earlier detection and reading
+                new, _, _ = _detect_band(frame, cy0, cy1, h, gray)
+                new = [b for b in new if b.y1 > cy0 and b.y0 < cy1]
+                self._lines = [s for s in self._lines if (s.box.y1 <= cy0 or s.box.y0 >= cy1)
                                and not any(_overlap(s.box, b) for b in new)]
                 for b in new:
                     crop, cx = crop_for(frame, b)
@@ -320,13 +324,17 @@ def _detect_band(frame: np.ndarray, y0: int, y1: int, height: int,
     return out, y0, y1
 
 
-def _grow_vertically(gray: np.ndarray, b: Box, height: int, reach: int = 96) -> Box:
+def _grow_vertically(gray: np.ndarray, b: Box, height: int, reach: int = MAX_H) -> Box:
+    """Extend a cut line over the ink rows of its own x range (rules and borders removed), at
+    most ``reach`` px each way: a text line is never taller than that."""
     top, bottom = max(0, b.y0 - reach), min(height, b.y1 + reach)
-    rows = ink_map(gray[top:bottom, b.x0:b.x1]).any(axis=1)
+    ink = ink_map(gray[top:bottom, b.x0:b.x1])
+    ink &= 1 - cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((RULE_H, 1), np.uint8))
+    rows = ink.any(axis=1)
     y0, y1 = b.y0 - top, b.y1 - top
-    while y0 > 0 and rows[y0 - 1]:
+    while y0 > 0 and rows[y0 - 1] and y1 - (y0 - 1) <= reach:
         y0 -= 1
-    while y1 < len(rows) and rows[y1]:
+    while y1 < len(rows) and rows[y1] and (y1 + 1) - y0 <= reach:
         y1 += 1
     return Box(b.x0, top + y0, b.x1, top + y1)
 
