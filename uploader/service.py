@@ -263,6 +263,9 @@ class Uploader:
 
     def process(self, e: Entry) -> Outcome:
         """Take one entry as far as VERIFIED. Never raises for storage or spool problems."""
+        fresh = self.journal.get(e.key)  # another uploader may have moved it meanwhile
+        if fresh is None or fresh.state != e.state:
+            return Outcome(e.key, fresh.state if fresh else "?")
         try:
             if e.state == SEALED:
                 e = self._hash(e)

@@ -632,7 +632,14 @@ class S3Store(Store):
             except Exception as exc:
                 raise map_error(exc, f"CreateMultipartUpload {key}") from None
             if checkpoint is not None:
-                checkpoint.started(upload_id, digest.part_size)
+                try:
+                    checkpoint.started(upload_id, digest.part_size)
+                except BaseException:
+                    # not journaled (e.g. another uploader took the entry): this empty upload of
+                    # ours would be unknown to everyone, so take it back now
+                    with contextlib.suppress(Exception):
+                        self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                    raise
         sizes = [min(digest.part_size, digest.size - i * digest.part_size) for i in range(n_parts)]
         missing = [n for n in range(1, n_parts + 1)
                    if held.get(n) != (digest.part_md5s[n - 1], sizes[n - 1])]
