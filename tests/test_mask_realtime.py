@@ -124,3 +124,17 @@ def test_delay_line_holds_frames_for_delay_ms() -> None:
     assert got == [0, 1, 2, 3, 4, 5]  # frame k leaves once frame k+4 (200 ms later) arrived
     assert [f.seq for f in filt.flush()] == [6, 7, 8, 9]
     filt.close()
+
+
+def test_flush_stops_the_ocr_worker_and_a_later_push_restarts_it() -> None:
+    import threading
+
+    filt = MaskFilter(delay_ms=0)
+    img = np.full((48, 64, 4), 255, np.uint8)
+    filt.push(VideoFrame(0, img.copy(), 0))
+    filt.flush()
+    assert not [t for t in threading.enumerate() if t is filt._worker and t.is_alive()]
+    filt.push(VideoFrame(1, img.copy(), 1))
+    assert filt._worker.is_alive()
+    filt.close()
+    assert filt.summary()["worker_ok"]

@@ -136,12 +136,19 @@ class MaskFilter:
         self.stats = collections.Counter[str]()
         self.capture_cpu_s = 0.0
         self.worker_cpu_s = 0.0
+        self._start_worker()
+
+    def _start_worker(self) -> None:
+        with self._cv:
+            self._stop = False
         self._worker = threading.Thread(target=self._ocr_loop, name="mask-ocr", daemon=True)
         self._worker.start()
 
     # --- FrameFilter ---------------------------------------------------------------------------
     def push(self, item: Any) -> list[Any]:
         t0 = time.thread_time()
+        if self._stop and self._worker_error is None:
+            self._start_worker()
         try:
             held = self._analyse(item)
         except Exception as exc:  # fail closed: this frame is masked whole
@@ -158,7 +165,10 @@ class MaskFilter:
         return out
 
     def flush(self) -> list[Any]:
+        """Release every held frame (masked with what is known now) and stop the OCR worker;
+        a later push starts it again (the pipeline flushes at the end of a session)."""
         out = [self._release(self._held.popleft()) for _ in range(len(self._held))]
+        self.close()
         return out
 
     def ledger_entries(self) -> list[dict[str, Any]]:
@@ -168,7 +178,7 @@ class MaskFilter:
         s = self.ledger.summary()
         s.update(engine=self.engine.name, delay_ms=self.delay_ns // 1_000_000,
                  lines_read=self.stats["read"], cache_hits=self.stats["hits"],
-                 frames_failed=self.stats["failed"], worker_alive=self._worker.is_alive() and not self._stop,
+                 frames_failed=self.stats["failed"], worker_ok=self._worker_error is None,
                  worker_error=repr(self._worker_error) if self._worker_error else None)
         return s
 
@@ -262,6 +272,7 @@ class MaskFilter:
     # --- OCR worker -------------------------------------------------------------------------------
     def _ocr_loop(self) -> None:
         t_cpu = time.thread_time()
+        base = self.worker_cpu_s
         try:
             while True:
                 with self._cv:
@@ -286,7 +297,7 @@ class MaskFilter:
                     self.stats["read"] += len(batch)
                     while len(self._cache) > 20000:
                         self._cache.popitem(last=False)
-                self.worker_cpu_s = time.thread_time() - t_cpu
+                self.worker_cpu_s = base + time.thread_time() - t_cpu
         except BaseException as exc:  # fail closed: every later frame is masked whole
             log.exception("OCR worker died")
             self._worker_error = exc
