@@ -7,8 +7,7 @@ import datetime as dt
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from recorder.masking.detectors import (find_pii, id18_check_char, id18_ok, label_kind, luhn_ok,
-                                        redact_text)
+from recorder.masking.detectors import find_pii, id18_check_char, id18_ok, label_kind, luhn_ok, redact_text
 
 FULLWIDTH = {str(d): chr(0xFF10 + d) for d in range(10)}
 CONFUSE = {"0": "O", "1": "l", "5": "S", "8": "B"}

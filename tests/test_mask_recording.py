@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 from tests import masklive
@@ -60,6 +59,8 @@ def test_recording_of_a_work_sequence_shows_no_legible_pii_in_any_frame(
         masking = json.dumps(manifest)
         assert '"frames_masked_whole"' in masking and '"regions_by_rule"' in masking
     assert n_frames >= 0.8 * 15 * SECONDS, (result["streams"], result["errors"])
+    print(f"\nMASKED RECORDING: {n_frames} screen frames, {result['streams']['screen']['dropped']} dropped, "
+          f"masking summary {manifest['stats']['masking'] if 'stats' in manifest else masking[:200]}")
     kept = [img for _, img in distinct.kept]
     assert len(kept) >= 5, "the work sequence changed the screen"
 

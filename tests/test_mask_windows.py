@@ -12,8 +12,7 @@ import pytest
 from recorder.items import VideoFrame
 from recorder.masking.lines import Box
 from recorder.masking.masker import MaskFilter
-from recorder.masking.windows import (Win32Windows, WindowInfo, X11Windows, masked_window_boxes,
-                                      matching)
+from recorder.masking.windows import Win32Windows, WindowInfo, X11Windows, masked_window_boxes, matching
 
 
 class NoOcr:

@@ -21,8 +21,17 @@ import numpy as np
 
 from recorder.masking.analysis import Line, Region, decide
 from recorder.masking.ledger import MaskLedger
-from recorder.masking.lines import (MAX_H, RULE_H, TILE_H, Box, as_gray, changed_tiles, detect_lines, ink_map,
-                                    line_key)
+from recorder.masking.lines import (
+    MAX_H,
+    RULE_H,
+    TILE_H,
+    Box,
+    as_gray,
+    changed_tiles,
+    detect_lines,
+    ink_map,
+    line_key,
+)
 from recorder.masking.ocr import OcrEngine, Reading, get_engine
 from station import logs
 from station.policy import DEFAULT_LABELS
