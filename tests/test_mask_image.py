@@ -4,6 +4,8 @@ truth: an item is hidden only if every one of its ink pixels is masked)."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -22,6 +24,16 @@ def corpus_screen(name: str) -> tuple[Path, dict, np.ndarray]:  # type: ignore[t
     meta = json.loads(png.with_suffix(".json").read_text("utf-8"))
     labels = cv2.imread(str(CORPUS / f"{name}_labels.png"), cv2.IMREAD_UNCHANGED)
     return png, meta, labels
+
+
+@pytest.fixture(autouse=True)
+def _keep_log_handlers() -> Iterator[None]:
+    """cli.main installs a stderr handler on the captured stream; put the old ones back."""
+    root = logging.getLogger("dualrec")
+    saved, propagate = root.handlers[:], root.propagate
+    yield
+    root.handlers[:] = saved
+    root.propagate = propagate
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict]:  # type: ignore[type-arg]
