@@ -97,7 +97,7 @@ def decode_media(data: bytes, out: Decoded | None = None, *, keep_screen: Any = 
                 if name in ("screen", "camera") and name not in first:
                     first[name] = bool(packet.is_keyframe)
                 for frame in packet.decode():
-                    ms = int(round(float(frame.pts * frame.time_base) * 1000))
+                    ms = round(float(frame.pts * frame.time_base) * 1000)
                     if name == "screen":
                         out.screen_pts_ms.append(ms)
                         if keep_screen is not None:

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -38,9 +39,13 @@ def test_sigkill_after_20s_is_recovered_at_restart_and_19s_of_every_stream_decod
 
     # restart: `station record` recovers the spool before it records
     again = subprocess.run(station_cmd(st, "--duration", "1", "--fake-devices"), capture_output=True,
-                           timeout=60)
+                           timeout=60, check=False)
     assert again.returncode == 0, again.stderr.decode()[-2000:]
-    assert session_id in json.loads(again.stdout)["recovered"]
+    out = json.loads(again.stdout)
+    assert session_id in out["recovered"] and out["session_id"] != session_id
+    assert out["segments"] == 1 and out["stop_code"] == "normal"
+    assert set(out["streams"]) == {"screen", "camera", "audio"}
+    assert all(s["frames"] > 0 and s["dropped"] == 0 for s in out["streams"].values())
     session = json.loads((sdir / "session.json").read_text())
     assert session["end_reason"] == "crash-recovered" and session["segments"] == 1
     man = json.loads((sdir / "seg-000001.manifest.json").read_text())
@@ -55,3 +60,11 @@ def test_sigkill_after_20s_is_recovered_at_restart_and_19s_of_every_stream_decod
     print(f"\nKILL: decodable after SIGKILL at 20 s: {spans}")
     assert all(v >= 19.0 for v in spans.values()), spans
     assert oplog_events(sdir, st.identity)[0]["kind"] == "session_start"
+
+
+def test_record_rejects_a_non_positive_duration_with_a_one_line_error(station_home: Path) -> None:
+    r = subprocess.run(["station", "record", "--duration", "0", "--fake-devices", "--json"],
+                       capture_output=True, timeout=60, check=False,
+                       env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert r.returncode == 1
+    assert "--duration 0" in json.loads(r.stdout)["error"] and not (station_home / "spool").exists()

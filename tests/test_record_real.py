@@ -186,7 +186,8 @@ def test_long_real_recording_counts_durations_no_drops_and_flash_beep_sync(
     checks["sync start/end <= 40 ms"] = np.max(np.abs(start)) <= 40 and np.max(np.abs(end)) <= 40
     print(f"\nSYNC {LONG_S:g}s: n={len(offsets)} start mean {np.mean(start):+.1f} ms "
           f"max|{np.max(np.abs(start)):.1f}| end mean {np.mean(end):+.1f} ms max|{np.max(np.abs(end)):.1f}| "
-          f"all: median |{np.median(every):.1f}| p95 |{np.percentile(every, 95):.1f}| max |{np.max(every):.1f}| ms; "
+          f"all: median |{np.median(every):.1f}| p95 |{np.percentile(every, 95):.1f}| "
+          f"max |{np.max(every):.1f}| ms; "
           f"screen {n_screen} camera {n_camera} audio {audio_s:.3f} s (decoded {decoded_audio_s:.3f} s) "
           f"duration {dur} s; drops (all, queue full, late) {drops}; audio fixes "
           f"{ {k: streams['audio'].get(k) for k in ('silence_inserted', 'trimmed', 'overflows')} }; "

@@ -252,7 +252,7 @@ def test_missing_signing_key_is_a_clear_error(station_home: Path, keyring_servic
     st = make_station(station_home)
     SecretStore().delete(SIGNING_KEY)
     rec = RecordingSession(Context(data_dir=station_home, policy_path=st.policy_path), fake_devices=True)
-    with pytest.raises(SecretMissing, match="station-signing-key"):
+    with pytest.raises(SecretMissing, match=r"station-signing-key"):
         rec.start()
 
 
@@ -320,7 +320,7 @@ def test_every_segment_starts_with_keyframes_and_is_one_container(tmp_path: Path
                  camera=FakeCameraSource(clock, fps=10, width=320, height=240))
     run_pipeline(p, 2.6)
     assert len(sealer.closed) >= 3
-    for (seq, kind), w in sealer.files.items():
+    for (_seq, kind), w in sealer.files.items():
         if kind != "media":
             continue
         with av.open(io.BytesIO(bytes(w.buf))) as c:
@@ -365,15 +365,15 @@ def test_screen_survives_its_monitor_disappearing_and_reports_the_change() -> No
     changes: list[tuple[str, dict[str, Any]]] = []
     src = ScreenSource(Clock(), monitor="2", fps=10, width=320, height=240,
                        on_change=lambda k, d: changes.append((k, d)))
-    src._sct = fake = _FakeMss()  # noqa: SLF001
-    src._area = src._resolve()  # noqa: SLF001
-    src._layout_checked_ns = src.clock.now_ns()  # noqa: SLF001
+    src._sct = fake = _FakeMss()
+    src._area = src._resolve()
+    src._layout_checked_ns = src.clock.now_ns()
     q: DropQueue[VideoFrame] = DropQueue(10)
     src.queue = q
-    src._tick(0)  # noqa: SLF001
+    src._tick(0)
     fake.layouts.pop(0)  # monitor 2 unplugged
-    src._tick(1)  # noqa: SLF001  # the grab fails: layout re-read, frame counted as dropped
-    src._tick(2)  # noqa: SLF001
+    src._tick(1)  # the grab fails: layout re-read, frame counted as dropped
+    src._tick(2)
     frames = q.drain()
     assert len(frames) == 2 and q.dropped == 1
     assert all(f.image.shape == (240, 320, 4) for f in frames)  # output size never changes
