@@ -104,3 +104,24 @@ def test_cli_rejects_bad_input_and_keeps_existing_output(tmp_path: Path, station
     assert rc == 1 and "--force" in result["error"]
     assert out.read_bytes() == b"keep me"
     assert not list(tmp_path.glob("*.part"))
+
+
+def test_tesseract_engine_is_an_alternative_on_the_same_path() -> None:
+    from recorder.masking.masker import mask_image
+    from recorder.masking.ocr import get_engine
+
+    img = np.full((60, 400, 3), 255, np.uint8)  # screen-sized text (about 15 px high)
+    cv2.putText(img, "Tel 13912345678", (10, 35), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+    out, regions = mask_image(img, engine=get_engine("tesseract"))
+    assert [r.rule for r in regions] == ["mobile"]
+    ink = img[..., 0] < 128
+    digits_x0 = regions[0].box.x0
+    assert (out[..., 0][ink[:, digits_x0:].nonzero()[0], ink[:, digits_x0:].nonzero()[1] + digits_x0] == 128).all()
+
+
+def test_unknown_engine_is_a_clear_error() -> None:
+    from recorder.masking.errors import OcrUnavailable
+    from recorder.masking.ocr import get_engine
+
+    with pytest.raises(OcrUnavailable, match="unknown engine"):
+        get_engine("easyocr")
