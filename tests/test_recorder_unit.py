@@ -240,7 +240,7 @@ def test_missing_recipients_is_a_clear_error_and_creates_no_session(station_home
 
     st = make_station(station_home, **{"crypto.recipients": []})
     rec = RecordingSession(Context(data_dir=station_home, policy_path=st.policy_path), fake_devices=True)
-    with pytest.raises(NoRecipients, match="crypto.recipients"):
+    with pytest.raises(NoRecipients, match=r"crypto\.recipients"):
         rec.start()
     assert not (station_home / "spool").exists() or not any((station_home / "spool").iterdir())
 
