@@ -379,3 +379,19 @@ def test_screen_survives_its_monitor_disappearing_and_reports_the_change() -> No
     assert all(f.image.shape == (240, 320, 4) for f in frames)  # output size never changes
     assert fake.grabs[-1]["left"] == 0  # fell back to the first monitor
     assert changes and changes[0][0] == "screen_layout_changed" and changes[0][1]["monitors"] == 1
+
+
+@pytest.mark.parametrize("codec", ["aac", "opus"])
+def test_audio_codec_from_policy_keeps_beeps_on_the_session_clock(codec: str) -> None:
+    from recorder.fake import FakeMicrophoneSource
+    from tests.recordkit import onsets_ms
+
+    clock = Clock()
+    sealer = MemSealer()
+    p = Pipeline(clock, small_config(screen=None, camera=None, audio=AudioSpec(codec=codec)), sealer,
+                 microphone=FakeMicrophoneSource(clock))
+    run_pipeline(p, 2.3)
+    assert p.stop_code == StopCode.NORMAL
+    dec = decode_media(bytes(sealer.files[(1, "media")].buf))
+    beeps = [b for b in onsets_ms(dec) if b > dec.audio_start_ms[0] + 150]
+    assert len(beeps) >= 1 and all(abs(b - round(b / 1000) * 1000) <= 3 for b in beeps), beeps
