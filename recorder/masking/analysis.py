@@ -89,9 +89,9 @@ def decide(lines: Sequence[Line], width: int, height: int,
     rows = _rows(lines)
     pending_set = set(pending)
     row_of: dict[int, int] = {}
-    for r, row in enumerate(rows):
+    for rn, row in enumerate(rows):
         for i in row:
-            row_of[i] = r
+            row_of[i] = rn
     masked_whole: set[int] = set(pending)
     # rows with an unread line: the others in that row lack their label context
     for row in rows:
@@ -140,14 +140,14 @@ def decide(lines: Sequence[Line], width: int, height: int,
             if boxes:  # one box over the whole finding, gaps between its lines included
                 u = Box(min(b.x0 for b in boxes), min(b.y0 for b in boxes),
                         max(b.x1 for b in boxes), max(b.y1 for b in boxes))
-                conf = min((lines[li].reading.confidence for li in per_line if lines[li].reading), default=0.0)
+                conf = min((rd.confidence for li in per_line if (rd := lines[li].reading) is not None),
+                           default=0.0)
                 regions.append(Region(u, f.rule, conf, f.value))
     # column headers that are labels mark the cells below them
     for i, hdr, htext in _header_segments(lines):
         kind = label_kind(htext, labels, fuzzy=True)
         if kind is None:
             continue
-        h = max(hdr.h, 8)
         for j, cell in enumerate(lines):
             if j == i or j in masked_whole or cell.box.y0 <= hdr.y1 or cell.box.y0 > hdr.y1 + 900:
                 continue

@@ -66,7 +66,8 @@ def changed_tiles(prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
     ph, pw = (-h) % TILE_H, (-w) % TILE_W
     if ph or pw:
         ne = np.pad(ne, ((0, ph), (0, pw)))
-    return ne.reshape(ne.shape[0] // TILE_H, TILE_H, ne.shape[1] // TILE_W, TILE_W).any(axis=(1, 3))
+    return np.asarray(ne.reshape(ne.shape[0] // TILE_H, TILE_H, ne.shape[1] // TILE_W, TILE_W).any(axis=(1, 3)),
+                      dtype=bool)
 
 
 def ink_map(gray: np.ndarray) -> np.ndarray:
@@ -75,7 +76,7 @@ def ink_map(gray: np.ndarray) -> np.ndarray:
 
 
 def _split_tall(ink: np.ndarray, x0: int, y0: int, x1: int, y1: int, out: list[Box]) -> None:
-    rows = ink[y0:y1, x0:x1].any(axis=1)
+    rows = np.asarray(ink[y0:y1, x0:x1].any(axis=1), dtype=bool)
     start = None
     for k, on in enumerate(list(rows) + [False]):
         if on and start is None:
@@ -97,8 +98,8 @@ def detect_lines(frame: np.ndarray, band: tuple[int, int] | None = None) -> list
         return []
     ink = ink_map(gray)
     # drop rules and box borders so that text inside a box is not joined to its frame
-    rules = cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, RULE_W), np.uint8))
-    rules |= cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((RULE_H, 1), np.uint8))
+    rules = np.asarray(cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((1, RULE_W), np.uint8)), np.uint8)
+    rules = rules | np.asarray(cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((RULE_H, 1), np.uint8)), np.uint8)
     ink = ink & (1 - rules)
     joined = cv2.morphologyEx(ink, cv2.MORPH_CLOSE, np.ones((1, JOIN_PX), np.uint8))
     n, _, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)

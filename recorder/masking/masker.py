@@ -206,7 +206,7 @@ class MaskFilter:
             self._lines = []
         else:
             tiles = changed_tiles(self._prev, frame)
-            bands = _bands(tiles.any(axis=1), h)
+            bands = _bands(np.asarray(tiles.any(axis=1), dtype=bool), h)
         self._prev = frame.copy()
         if bands:
             gray = as_gray(frame)
@@ -350,7 +350,7 @@ def _grow_vertically(gray: np.ndarray, b: Box, height: int, reach: int = MAX_H) 
     top, bottom = max(0, b.y0 - reach), min(height, b.y1 + reach)
     ink = ink_map(gray[top:bottom, b.x0:b.x1])
     ink &= 1 - cv2.morphologyEx(ink, cv2.MORPH_OPEN, np.ones((RULE_H, 1), np.uint8))
-    rows = ink.any(axis=1)
+    rows = np.asarray(ink.any(axis=1), dtype=bool)
     y0, y1 = b.y0 - top, b.y1 - top
     while y0 > 0 and rows[y0 - 1] and y1 - (y0 - 1) <= reach:
         y0 -= 1

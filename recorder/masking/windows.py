@@ -192,8 +192,12 @@ class _Win32Api:  # pragma: no cover - exercised on Windows only
 
     def enum_windows(self) -> list[int]:
         hwnds: list[int] = []
-        proc = self.ct.WINFUNCTYPE(self.wt.BOOL, self.wt.HWND, self.wt.LPARAM)(
-            lambda h, _l: hwnds.append(h) or True)
+
+        def collect(h: int, _l: int) -> bool:
+            hwnds.append(h)
+            return True
+
+        proc = self.ct.WINFUNCTYPE(self.wt.BOOL, self.wt.HWND, self.wt.LPARAM)(collect)  # type: ignore[attr-defined]
         self.user32.EnumWindows(proc, 0)
         return hwnds
 
