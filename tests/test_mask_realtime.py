@@ -138,3 +138,29 @@ def test_flush_stops_the_ocr_worker_and_a_later_push_restarts_it() -> None:
     assert filt._worker.is_alive()
     filt.close()
     assert filt.summary()["worker_ok"]
+
+
+def test_make_filter_takes_delay_labels_engine_style_and_window_rules_from_policy() -> None:
+    from recorder.filters import make_screen_filter
+    from recorder.masking import make_filter
+    from station.policy import Policy
+
+    class NoWindows:
+        def windows(self):  # type: ignore[no-untyped-def]
+            return []
+
+    pol = Policy.defaults().replace(masking__delay_ms=100, masking__labels=["投保人"], masking__style="blur",
+                                    masking__window_rules=["^BankCore:"])
+    filt = make_filter(pol, window_source=NoWindows(), salt=b"s" * 32)
+    try:
+        assert filt.delay_ns == 100_000_000 and filt.labels == ["投保人"] and filt.style == "blur"
+        assert filt.window_rules == ["^BankCore:"] and filt.engine.name == "onnx"
+    finally:
+        filt.close()
+    via_hook = make_screen_filter(pol, window_source=NoWindows())
+    try:
+        assert isinstance(via_hook, MaskFilter), "the recorder's hook finds recorder.masking.make_filter"
+    finally:
+        via_hook.close()
+    off = make_screen_filter(Policy.defaults().replace(masking__enabled=False))
+    assert not isinstance(off, MaskFilter)
