@@ -106,12 +106,12 @@ def detect_lines(frame: np.ndarray, band: tuple[int, int] | None = None) -> list
     out: list[Box] = []
     for i in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[i])
-        if h < MIN_H - 2 or w < 3:
+        if h < MIN_H - 2 and not (h >= 2 and w >= 20):
+            continue  # keeps broken slivers: text clipped at a viewport edge (masked whole)
+        if w < 3:
             continue
         if w <= 4 and h > 3 * w and h > 20:
             continue  # a vertical rule or box border
-        if h <= 3:
-            continue  # a horizontal rule
         if area < 0.12 * w * h and h > MAX_H:
             continue  # an outline (box, frame)
         if h > MAX_H or (h > 30 and area > 0.5 * w * h and w > 200):
