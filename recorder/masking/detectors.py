@@ -62,7 +62,7 @@ INLINE_NUMBER_LABELS = ("证件号码", "证件号", "证件", "身份证号", "
 NOT_AFTER_LABEL = re.compile(r"(管理|详情|列表|资料|编号|等级|信息|查询|服务|经理|类型|来源|姓名|基本|中心|名称|满意|投诉|"
                              r"回访|电话|手机|地址|号码|证件|卡号|银行|邮箱|备注|状态|画像|标签|分析|来电|反馈|需求|"
                              r"同意|确认|签名|告知|须知|身份|本人|您好|你好|已|未|的)")
-INLINE_NAME_RE = re.compile(rf"({'|'.join(INLINE_NAME_LABELS)})([{CJK}]{{2,8}})")
+INLINE_NAME_RE = re.compile(rf"({'|'.join(INLINE_NAME_LABELS)}) ?([{CJK}]{{2,8}})")
 INLINE_NUMBER_RE = re.compile(rf"({'|'.join(INLINE_NUMBER_LABELS)})(?:是|为)?[:：]?\s?([0-9０-９OolIS|B\]\[!Xx][0-9０-９OolIS|B\]\[!Xx \-]{{4,}}[0-9０-９OolIS|B\]\[!Xx])")
 DIGITS_LIKE = re.compile(r"[0-9OolIS|B]")
 NAME_STOP = "来的在说要先女已于和与了对是，"
