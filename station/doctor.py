@@ -42,7 +42,7 @@ def check_display(ctx: Context) -> Check:
                         for m in sct.monitors[1:]]
             shot = sct.grab(sct.monitors[1])
             grabbed = (shot.width, shot.height)
-    except Exception as exc:  # noqa: BLE001 - any failure means no capture
+    except Exception as exc:
         return Check("display", FAIL, f"cannot capture display {disp}: {exc}")
     wanted = ctx.policy.capture.monitor
     if wanted not in ("all",) and "," not in wanted and int(wanted) > len(monitors):
@@ -81,7 +81,7 @@ def check_audio(ctx: Context) -> Check:
         import sounddevice as sd
 
         inputs = [d["name"] for d in sd.query_devices() if d["max_input_channels"] > 0]
-    except Exception as exc:  # noqa: BLE001 - PortAudio missing or broken
+    except Exception as exc:
         return Check("microphone", FAIL, f"audio system unavailable: {exc}")
     if not inputs:
         return Check("microphone", FAIL, "no audio input devices")
@@ -99,7 +99,7 @@ def check_keyring(ctx: Context) -> Check:
         ctx.secrets.set(probe, "1")
         back = ctx.secrets.get(probe)
         ctx.secrets.delete(probe)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return Check("keyring", FAIL, str(exc))
     if back != "1":
         return Check("keyring", FAIL, f"{name}: a value written could not be read back")
@@ -140,7 +140,7 @@ def check_storage(ctx: Context) -> Check:
         store = open_store(ctx.policy, ctx.secrets, ctx.data_dir)
         status: dict[str, Any] = dict(store.object_lock_status() or {})
         store.list(store_probe_prefix(store))
-    except Exception as exc:  # noqa: BLE001 - reachability problems come in many classes
+    except Exception as exc:
         where = pol.s3_endpoint or "AWS" if pol.kind == "s3" else pol.local_dir or "<data>/store"
         return Check("storage", FAIL, f"{pol.kind} storage at {where} unreachable: {_short(exc)}")
     details = {"kind": pol.kind, **status}
@@ -168,7 +168,7 @@ def check_backlog(ctx: Context) -> Check:
         return Check("upload_backlog", WARN, "uploader not installed")
     try:
         b = backlog(ctx.data_dir)
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return Check("upload_backlog", FAIL, f"cannot read the upload journal: {_short(exc)}")
     age = b.get("oldest_age_s") or 0
     if b.get("last_error"):
@@ -242,7 +242,7 @@ def run_checks(ctx: Context) -> list[Check]:
     for fn in CHECKS:
         try:
             out.append(fn(ctx))
-        except Exception as exc:  # noqa: BLE001 - doctor must report, not crash
+        except Exception as exc:
             out.append(Check(fn.__name__.removeprefix("check_"), FAIL, f"check crashed: {_short(exc)}"))
     return out
 

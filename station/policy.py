@@ -78,7 +78,7 @@ class Key:
             items = [value] if isinstance(value, str) else []
         if self.choices is not None and value not in self.choices:
             raise PolicyError(f"{where}: not allowed, expected {self.allowed()}")
-        if self.min is not None and value < self.min or self.max is not None and value > self.max:
+        if (self.min is not None and value < self.min) or (self.max is not None and value > self.max):
             raise PolicyError(f"{where}: out of range, expected {self.allowed()}")
         if self.pattern:
             for item in items:

@@ -24,7 +24,7 @@ class Stop(Exception):
     pass
 
 
-def spec_read(data: bytes, identity_text: str) -> tuple[str, bytes]:  # noqa: PLR0911
+def spec_read(data: bytes, identity_text: str) -> tuple[str, bytes]:
     """Section 2.5 step by step. Returns (category, plaintext released)."""
     out = b""
     if len(data) < 8 and MAGIC.startswith(data):

@@ -201,7 +201,7 @@ FILLER = textwrap.dedent("""
 
 def test_a_full_disk_keeps_every_whole_message_and_the_manifest_says_where_it_stopped(
         tmp_path: Path) -> None:
-    import errno  # noqa: PLC0415
+    import errno
 
     sk = nacl.signing.SigningKey.generate()
     d = tmp_path / SID

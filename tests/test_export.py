@@ -124,7 +124,7 @@ def test_export_refuses_an_altered_session_and_a_foreign_identity(
 def test_crash_recovered_session_exports_what_was_flushed_with_a_note(
         keyring_service: str, station_home: Path, tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
-    from station.crypto import recover_spool  # noqa: PLC0415
+    from station.crypto import recover_spool
 
     assert main(["keys", "init"]) == 0
     assert main(["keys", "archive-new", "--out", str(tmp_path / "a")]) == 0

@@ -32,7 +32,7 @@ def test_qt_window_drawn_on_xvfb_is_captured_by_mss(display: str, qtbot) -> None
     qtbot.waitExposed(w)
     qtbot.wait(300)
     geo = w.geometry()
-    with mss.mss() as sct:
+    with mss.MSS() as sct:
         shot = sct.grab({"left": geo.x() + 50, "top": geo.y() + 50, "width": 100, "height": 80})
     px = np.frombuffer(shot.raw, np.uint8).reshape(shot.height, shot.width, 4)
     # BGRA: magenta is B=255, G=0, R=255

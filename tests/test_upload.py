@@ -49,7 +49,7 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, Any, str]
     return rc, json.loads(out) if out.strip().startswith("{") else out, err
 
 
-def test_recorded_session_uploads_verifies_purges_and_verifies_remotely(  # noqa: PLR0917
+def test_recorded_session_uploads_verifies_purges_and_verifies_remotely(
         s3: S3Server, s3_lock_bucket: str, keyring_service: str, station_home: Path,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     signer = nacl.signing.SigningKey.generate()
@@ -314,7 +314,7 @@ def test_verify_remote_reads_only_central_storage_never_the_spool(
 
 
 @pytest.mark.e2e
-def test_session_recorded_by_station_record_reaches_locked_bucket_and_decodes_from_it(  # noqa: PLR0917
+def test_session_recorded_by_station_record_reaches_locked_bucket_and_decodes_from_it(
         s3: S3Server, s3_lock_bucket: str, keyring_service: str, station_home: Path,
         capsys: pytest.CaptureFixture[str], display: str) -> None:
     st = make_station(station_home, **{

@@ -171,7 +171,7 @@ class FaultyProxy:
 
     def __init__(self, target_port: int, seed: int, max_faults: int = 12, p_fault: float = 0.5) -> None:
         self.target_port = target_port
-        self.rng = random.Random(seed)  # noqa: S311 - fault injection, not crypto
+        self.rng = random.Random(seed)
         self.max_faults = max_faults
         self.p_fault = p_fault
         self.faults: Counter[str] = Counter()

@@ -13,8 +13,8 @@ from PySide6.QtCore import (
     QRect,
     QSize,
     Qt,
-    QtMsgType,
     QTimer,
+    QtMsgType,
     Signal,
     Slot,
     qInstallMessageHandler,
@@ -76,10 +76,9 @@ def application(argv: list[str] | None = None) -> QApplication:
 
 
 # --- review window and player (ui/review_window.py, ui/player_widget.py) ---------------------------
-from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRectF  # noqa: E402
-from PySide6.QtGui import QPen, QPolygonF  # noqa: E402
+from PySide6.QtCore import QAbstractTableModel, QModelIndex, QPointF, QRectF
+from PySide6.QtGui import QPen, QPolygonF
 from PySide6.QtWidgets import (
-    QAbstractButton,  # noqa: E402
     QAbstractItemView,
     QDoubleSpinBox,
     QFileDialog,

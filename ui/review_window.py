@@ -107,7 +107,7 @@ class CatalogModel(QAbstractTableModel):
             return tr(COLUMNS[section][1])
         return None
 
-    def data(self, index: QModelIndex, role: int = 0) -> Any:  # type: ignore[override]  # noqa: PLR0911
+    def data(self, index: QModelIndex, role: int = 0) -> Any:  # type: ignore[override]
         if not index.isValid():
             return None
         row = self.rows[index.row()]

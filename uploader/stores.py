@@ -375,7 +375,7 @@ def _status(exc: Exception) -> int:
     return int(resp.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
 
 
-def map_error(exc: Exception, what: str) -> StorageError:  # noqa: PLR0911 - one return per class
+def map_error(exc: Exception, what: str) -> StorageError:
     """Turn a botocore/urllib3 exception into a soft or hard :class:`StorageError`."""
     if isinstance(exc, StorageError):
         return exc
@@ -676,7 +676,7 @@ class S3Store(Store):
             raise map_error(exc, f"CompleteMultipartUpload {key}") from None
         return ObjectInfo(key, digest.size, digest.sha256, str(r.get("ETag", "")).strip('"') or None)
 
-    def _send_part(self, key: str, path: Path, upload_id: str, n: int, digest: Digest,  # noqa: PLR0917
+    def _send_part(self, key: str, path: Path, upload_id: str, n: int, digest: Digest,
                    checkpoint: Checkpoint | None) -> None:
         with open(path, "rb") as fh:
             fh.seek((n - 1) * digest.part_size)

@@ -71,7 +71,7 @@ def _concat(parts: list[Path], dest: Path) -> str | None:
     Works for the recorder's streams (continuous pts across segments, no B-frames); anything
     the muxer rejects leaves only the per-segment files, with the reason in the result's notes.
     """
-    import av  # noqa: PLC0415 - heavy; only export needs it
+    import av
 
     try:
         with _create(dest) as fh:

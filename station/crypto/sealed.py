@@ -425,7 +425,7 @@ class SealedReader(io.RawIOBase):
     def _restore(self, snap: bytes) -> None:
         ffi.memmove(self._state.statebuf, snap, len(snap))
 
-    def _next_frame(self, ad: bytes | None = None) -> bytes | None:  # noqa: PLR0911
+    def _next_frame(self, ad: bytes | None = None) -> bytes | None:
         """Decrypt the next message; None at the end (setting _pending to Truncated if no FINAL)."""
         n = self._msg_index
         start = self._offset

@@ -81,7 +81,7 @@ class SessionSealer:
     Writers fsync at every flush by default (``fsync_on_flush``), so a flushed message survives
     a power cut as well as a killed process."""
 
-    def __init__(self, session_dir: str | os.PathLike[str], session_id: str,  # noqa: PLR0917
+    def __init__(self, session_dir: str | os.PathLike[str], session_id: str,
                  station_id: str, recipients: Iterable[Any],
                  signing_key: nacl.signing.SigningKey | bytes,
                  meta: Mapping[str, Any] | None = None, *, fsync_on_flush: bool = True) -> None:

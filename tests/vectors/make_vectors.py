@@ -78,7 +78,7 @@ def sealed(tmp: Path, name: str, messages: list[bytes], recipients: list[str], *
     return path.read_bytes()
 
 
-def write_vec(out: Path, name: str, expect: str, data: bytes,  # noqa: PLR0917
+def write_vec(out: Path, name: str, expect: str, data: bytes,
               identity: nacl.public.PrivateKey, payload: bytes, comment: str) -> None:
     head = (f"expect: {expect}\nidentity: {identity_text(identity)}\n"
             f"payload-bytes: {len(payload)}\npayload-sha256: {hashlib.sha256(payload).hexdigest()}\n"
