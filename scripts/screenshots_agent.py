@@ -11,9 +11,7 @@ customer the station shows.
 
 from __future__ import annotations
 
-import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -21,16 +19,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-
-def start_xvfb() -> subprocess.Popen[bytes]:
-    r, w = os.pipe()
-    proc = subprocess.Popen(["Xvfb", "-displayfd", str(w), "-screen", "0", "1280x900x24", "-nolisten", "tcp"],
-                            pass_fds=(w,), stderr=subprocess.DEVNULL)
-    os.close(w)
-    with os.fdopen(r) as fh:
-        os.environ["DISPLAY"] = ":" + fh.readline().strip()
-    return proc
+sys.path.insert(0, str(ROOT / "scripts"))
+import shotkit  # noqa: E402
 
 
 def synthetic_camera(face: bool) -> object:
@@ -46,18 +36,7 @@ def synthetic_camera(face: bool) -> object:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("out_dir", type=Path)
-    args = ap.parse_args(argv)
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    xvfb = start_xvfb() if not os.environ.get("DISPLAY") else None
-    os.environ.setdefault("QT_QPA_PLATFORM", "xcb")
-    try:
-        return shoot(args.out_dir)
-    finally:
-        if xvfb is not None:
-            xvfb.terminate()
-            xvfb.wait(10)
+    return shotkit.main(shoot, __doc__, "1280x900x24", argv)
 
 
 def shoot(out: Path) -> int:

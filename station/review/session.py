@@ -1,6 +1,6 @@
 """One stored session opened for review: verify, then play, read its timeline, export.
 
-:class:`StoreSource` adapts a folder of central storage to the verifier's
+``StoreSource`` (uploader.remote.RemoteSource) adapts a folder of central storage to the verifier's
 :class:`~station.crypto.verify.SessionSource`. :class:`ReviewSession` ties together the verdict
 (:func:`station.crypto.verify.verify_session`), the decrypting readers (identities of the
 reviewer; :class:`~station.crypto.SealedReader` over :meth:`Store.open`, so plaintext stays in
@@ -30,6 +30,7 @@ from station.errors import StationError
 from station.review import qc as qcmod
 from station.review.audit import ReviewAudit
 from station.review.player import Player, SegmentRef
+from uploader.remote import RemoteSource as StoreSource
 
 log = logs.get("review")
 
@@ -42,31 +43,6 @@ class NotVerified(StationError, RuntimeError):
 
 class NothingPlayable(StationError, RuntimeError):
     """session {} has no segment that passed verification: {}"""
-
-
-class StoreSource:
-    """A session folder in central storage, read through a :mod:`uploader.stores` store."""
-
-    def __init__(self, store: Any, folder: str) -> None:
-        self.store = store
-        self.folder = folder.rstrip("/")
-        self.label = f"{getattr(store, 'describe', lambda: 'store')()}:{self.folder}"
-        self._names: list[str] | None = None
-
-    def list(self) -> list[str]:
-        if self._names is None:
-            base = self.folder + "/"
-            self._names = sorted(i.key[len(base):] for i in self.store.list(base)
-                                 if "/" not in i.key[len(base):])
-        return list(self._names)
-
-    def read_bytes(self, name: str) -> bytes:
-        data: bytes = self.store.get(f"{self.folder}/{name}")
-        return data
-
-    def open(self, name: str) -> BinaryIO:
-        fh: BinaryIO = self.store.open(f"{self.folder}/{name}")
-        return fh
 
 
 @dataclass
