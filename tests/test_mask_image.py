@@ -12,6 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
+from recorder.masking.analysis import Line
+from recorder.masking.lines import Box
+from recorder.masking.ocr import Reading
 from station import cli
 
 CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "masking-corpus"
@@ -58,6 +61,48 @@ def test_every_pii_ink_pixel_is_masked_and_decoys_stay_readable(name: str) -> No
     decoys = [i for i in meta["items"] if i["kind"] == "decoy"]
     hit = [i["text"] for i in decoys if masked[labels == i["id"]].any()]
     assert len(hit) <= 0.02 * len(decoys) + 1, hit
+
+
+# screens whose customer table is cut by the scroll viewport's bottom edge: the last row keeps
+# 6-9 px of its glyphs (CJK names a few pixels more than the digits beside them)
+CLIPPED_ROW_SCREENS = ["screen_13", "screen_28"]
+
+
+@pytest.mark.parametrize("name", CLIPPED_ROW_SCREENS)
+def test_pii_in_a_row_clipped_at_the_scroll_viewport_edge_is_masked_to_the_last_ink_pixel(name: str) -> None:
+    from recorder.masking.masker import mask_image
+
+    png, meta, labels = corpus_screen(name)
+    img = cv2.imread(str(png))
+    _, regions = mask_image(img)
+    masked = np.zeros(labels.shape, bool)
+    for r in regions:
+        masked[r.box.y0:r.box.y1, r.box.x0:r.box.x1] = True
+    pii = [i for i in meta["items"] if i["kind"] == "pii"]
+    assert [i for i in pii if i["cls"] == "name" and i["box"][3] - i["box"][1] <= 10], \
+        "the clipped row holds a name cut to at most 10 px (full names here are 12-13 px high)"
+    leaks = [(i["text"], int((~masked[labels == i["id"]]).sum())) for i in pii if not masked[labels == i["id"]].all()]
+    assert leaks == []
+
+
+def _line(x0: int, y0: int, x1: int, y1: int, text: str) -> Line:
+    return Line(Box(x0, y0, x1, y1), x0 - 4, Reading(text, 0.9))
+
+
+def test_a_row_cut_by_a_viewport_edge_is_masked_whole_but_not_a_full_height_line_sharing_its_top() -> None:
+    from recorder.masking.analysis import decide
+
+    lines = [
+        _line(295, 949, 330, 962, "陈博俊"), _line(1026, 951, 1085, 963, "2024/11/21"),  # a full row
+        _line(1533, 949, 1599, 959, "05-03 00:48"),                                     # side panel
+        _line(237, 983, 250, 989, "22"), _line(562, 983, 670, 989, "6217856773.756301"),  # cut strips
+        _line(295, 980, 318, 989, "能T"), _line(1026, 980, 1113, 989, "2025年11日16日"),   # cut CJK
+        _line(1533, 983, 1599, 993, "05-26 11:28"),  # side panel: top shared, as tall as its column
+    ]
+    regions = decide(lines, 1920, 1080, ["姓名"])
+    clipped = {(r.box.x0 + 2, r.box.y0 + 2) for r in regions if r.rule == "clipped"}
+    assert clipped == {(237, 983), (562, 983), (295, 980), (1026, 980)}
+    assert not [r for r in regions if r.box.x0 >= 1500], "the side panel's full-height lines stay readable"
 
 
 def test_cli_writes_masked_png_and_lists_boxes_with_rules(tmp_path: Path, station_home: Path,

@@ -5,7 +5,8 @@ space, a wide gap a tab (a hard break numbers never cross, but label context doe
 on each row; findings map back to the characters' x ranges read by the OCR. Column headers that
 are labels (姓名, 手机号码 ... without a colon) mark the cells below them. A line that is not yet
 read (real-time path) is masked whole, and so are lines sharing its row or column, whose label
-context is unknown. Numbers read with low confidence are masked whole.
+context is unknown. Numbers read with low confidence are masked whole, and so are rows cut by a
+viewport (scroll area) edge: thin strips and the cells sharing their cut edge.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ PAD_X, PAD_Y = 2, 2
 LOW_CONF = 0.5
 UNREADABLE = 0.6
 CLIPPED_H = 8
+CLIPPED_STRIP_W = 20  # a thin strip this wide holds several glyphs (a box corner does not)
+CLIPPED_SHORTER = 0.8  # a clipped row's cell keeps at most this share of its column's line height
 DIGITISH = re.compile(r"[0-9０-９OolIS|B]")
 NUMBER_RUN = re.compile(r"[0-9０-９OolIS|B][0-9０-９OolIS|B \-]{5,}[0-9０-９OolIS|B]")
 
@@ -173,13 +176,14 @@ def decide(lines: Sequence[Line], width: int, height: int,
     _name_columns(lines, masked_whole, regions, width, height)
     # numbers read with low confidence; lines too thin to read (clipped at a viewport edge) or
     # read with low confidence overall: masked whole, never trusted
+    clipped = _clipped_lines(lines, rows)
     for i, ln in enumerate(lines):
         r = ln.reading
         if r is None or i in masked_whole:
             continue
-        if ln.box.h <= CLIPPED_H or (r.text and r.confidence < UNREADABLE):
+        if i in clipped or (r.text and r.confidence < UNREADABLE):
             regions.append(Region(ln.box.pad(PAD_X, PAD_Y, width, height),
-                                  "clipped" if ln.box.h <= CLIPPED_H else "unreadable", r.confidence, r.text))
+                                  "clipped" if i in clipped else "unreadable", r.confidence, r.text))
             continue
         if not r.char_conf:
             continue
@@ -191,6 +195,46 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 regions.append(Region(_char_box(ln, m.start(), m.end() - 1, width, height), "uncertain",
                                       conf, m.group(0)))
     return regions
+
+
+def _clipped_lines(lines: Sequence[Line], rows: Sequence[Sequence[int]]) -> set[int]:
+    """Lines clipped at a viewport (scroll area) edge, which OCR never reads reliably.
+
+    A line at most ``CLIPPED_H`` high is a strip cut by an edge. An edge cuts a whole row, and
+    glyphs that reach further than the others (CJK beside digits) keep a few more pixels without
+    becoming legible; so a line is clipped too when its row holds a wide thin strip (several
+    glyphs, not a box corner) whose cut edge it shares (bottom or top within 1 px) and it is
+    shorter than the nearest line of its own column (a table cell above or below it), or its
+    column has no other line to compare with (fail closed).
+    """
+    out = {i for i, ln in enumerate(lines) if ln.box.h <= CLIPPED_H}
+    for row in rows:
+        strips = [lines[i].box for i in row if i in out and lines[i].box.w >= CLIPPED_STRIP_W]
+        if not strips:
+            continue
+        for i in row:
+            b = lines[i].box
+            if i in out or not any(abs(b.y1 - t.y1) <= 1 or abs(b.y0 - t.y0) <= 1 for t in strips):
+                continue
+            ref = _column_neighbour(lines, i)
+            if ref is None or b.h <= CLIPPED_SHORTER * ref.h:
+                out.add(i)
+    return out
+
+
+def _column_neighbour(lines: Sequence[Line], i: int) -> Box | None:
+    """The nearest line above or below line ``i`` overlapping at least half its width."""
+    b = lines[i].box
+    best: Box | None = None
+    for j, ln in enumerate(lines):
+        c = ln.box
+        if j == i or (c.y1 > b.y0 and c.y0 < b.y1) or abs(c.y0 - b.y0) > 8 * max(b.h, c.h):
+            continue
+        if min(b.x1, c.x1) - max(b.x0, c.x0) < 0.5 * min(b.w, c.w):
+            continue
+        if best is None or abs(c.y0 - b.y0) < abs(best.y0 - b.y0):
+            best = c
+    return best
 
 
 def _header_segments(lines: Sequence[Line]) -> list[tuple[int, Box, str]]:
