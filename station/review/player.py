@@ -17,7 +17,7 @@ starts; otherwise each segment is shifted to start where the previous one ended.
 
 The next segment is loaded in a background thread when playback nears the end of the current
 one, so crossing a boundary does not stall. The engine is not thread-safe: call it from one
-thread (the UI's player timer), apart from its own prefetch thread.
+thread (the UI's player timer), apart from its own prefetch and decode helper threads.
 """
 
 from __future__ import annotations
@@ -227,6 +227,7 @@ class Player:
         # per video kind: (segment seq, next packet index, last decoded frame)
         self._cursor: dict[str, tuple[int, int, VideoFrame | None]] = {}
         self._ahead: dict[str, list[VideoFrame]] = {}
+        self._helpers: dict[str, threading.Thread] = {}   # kind -> thread decoding it after a jump
         self.refused: set[int] = set()
         self.truncated: dict[int, str] = {}   # seq -> why (played up to the cut)
 
@@ -258,6 +259,7 @@ class Player:
     def refuse(self, seq: int) -> None:
         """Never decode this segment (it failed verification); it plays as a gap."""
         self.refused.add(seq)
+        self._join()
         self._drop(seq)
 
     # --- loading ---------------------------------------------------------------------------
@@ -364,6 +366,8 @@ class Player:
         else:
             loaded = self._load(idx)
         self._cache[ref.seq] = loaded
+        if len(self._cache) > self._cache_max:
+            self._join()     # a helper may be decoding the segment about to be evicted
         while len(self._cache) > self._cache_max:
             _, old = self._cache.popitem(last=False)
             self._forget(old.ref.seq)
@@ -402,24 +406,56 @@ class Player:
 
     # --- video -----------------------------------------------------------------------------
     def frame_at(self, kind: str, t_s: float) -> VideoFrame | None:
-        """The newest ``kind`` frame shown at session time t_s (None: nothing to show)."""
+        """The newest ``kind`` frame shown at session time t_s (None: nothing to show).
+
+        After a jump, the other video stream is decoded to the same time in a helper thread
+        (PyAV releases the GIL while decoding), so asking for it next finds it ready."""
+        self._join(kind)
         idx = self.segment_index_at(t_s)
         seg = self._get(idx)
         if seg is None or kind not in seg.tracks:
             return None
         if t_s > seg.end_s - PREFETCH_S:
             self.prefetch(idx + 1)
-        tr = seg.tracks[kind]
-        if not tr.packets:
+        if not seg.tracks[kind].packets:
             return None
+        if self._needs_restart(kind, seg, t_s):
+            for other in (SCREEN, CAMERA):
+                if (other != kind and other in seg.tracks and other not in self._helpers
+                        and seg.tracks[other].packets and self._needs_restart(other, seg, t_s)):
+                    th = threading.Thread(target=self._helper, args=(other, seg, t_s),
+                                          name=f"decode-{other}", daemon=True)
+                    self._helpers[other] = th
+                    th.start()
+        return self._decode_to(kind, seg, t_s)
+
+    def _helper(self, kind: str, seg: _Loaded, t_s: float) -> None:
+        try:
+            self._decode_to(kind, seg, t_s)
+        except BaseException as exc:  # the caller's own frame_at decodes again and reports
+            self._cursor.pop(kind, None)
+            log.debug("background decode of %s to %.3f s failed: %s", kind, t_s, exc)
+
+    def _join(self, kind: str | None = None) -> None:
+        """Wait for the helper decoding ``kind`` (every helper when None)."""
+        for k in [kind] if kind is not None else list(self._helpers):
+            th = self._helpers.pop(k, None) if k is not None else None
+            if th is not None:
+                th.join()
+
+    def _needs_restart(self, kind: str, seg: _Loaded, t_s: float) -> bool:
+        cur = self._cursor.get(kind)
+        return (cur is None or cur[0] != seg.ref.seq or cur[2] is None or t_s < cur[2].pts_s
+                or t_s - cur[2].pts_s > MAX_FORWARD_DECODE_S)
+
+    def _decode_to(self, kind: str, seg: _Loaded, t_s: float) -> VideoFrame | None:
+        tr = seg.tracks[kind]
         target = bisect.bisect_right(tr.pts_s, t_s) - 1   # packet index of the frame to show
         target = max(target, 0)
         ctx = tr.stream.codec_context
         cur = self._cursor.get(kind)
-        restart = (cur is None or cur[0] != seg.ref.seq or cur[2] is None or t_s < cur[2].pts_s
-                   or t_s - cur[2].pts_s > MAX_FORWARD_DECODE_S)
         ahead: list[VideoFrame] = []
-        if restart:
+        if self._needs_restart(kind, seg, t_s):
             k = bisect.bisect_right(tr.keys, target) - 1
             nxt = tr.keys[k] if k >= 0 else 0
             last: VideoFrame | None = None
@@ -496,6 +532,7 @@ class Player:
         return None
 
     def close(self) -> None:
+        self._join()
         for th in list(self._prefetching.values()):
             th.join()
         for got in self._prefetched.values():
