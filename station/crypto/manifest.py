@@ -78,7 +78,12 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 
 def parse_manifest(data: bytes) -> dict[str, Any]:
+    """Parse a stored manifest. Its bytes must be exactly the canonical encoding followed by one
+    newline (docs/format.md): evidence files are compared byte for byte, so a re-encoded,
+    re-indented or cut manifest is reported as altered even where its content still parses."""
     obj = json.loads(data.decode("utf-8"))
     if not isinstance(obj, dict):
         raise ValueError("manifest is not a JSON object")
+    if data != canonical_json(obj) + b"\n":
+        raise ValueError("manifest bytes are not its canonical encoding plus one newline")
     return obj
