@@ -17,13 +17,12 @@ starts; otherwise each segment is shifted to start where the previous one ended.
 
 The next segment is loaded in a background thread when playback nears the end of the current
 one, so crossing a boundary does not stall. The engine is not thread-safe: call it from one
-thread (the UI's player timer), apart from its own prefetch and decode helper threads.
+thread (the UI's player timer), apart from its own prefetch thread.
 """
 
 from __future__ import annotations
 
 import bisect
-import io
 import threading
 import time
 from collections import OrderedDict
@@ -40,13 +39,16 @@ log = logs.get("review")
 SCREEN, CAMERA, AUDIO = "screen", "camera", "audio"
 PREFETCH_S = 8.0             # start loading the next segment this long before the boundary
 MAX_FORWARD_DECODE_S = 3.0   # a forward jump further than this seeks to a keyframe instead
-READ_CHUNK = 1 << 20        # bytes per read when decrypting a segment into memory
 ALIGN_TOLERANCE_S = 1.0      # a segment whose pts start below this while the manifests place it
                              # later has segment-relative timestamps and is shifted
 
 
 class PlaybackError(Exception):
     """A segment could not be read or decoded (the message says which and why)."""
+
+
+class _Cancelled(Exception):
+    """A prefetch nobody needs any more (the reviewer jumped elsewhere) stopped early."""
 
 
 @dataclass(frozen=True)
@@ -133,28 +135,6 @@ def _is_truncation(exc: BaseException) -> bool:
     return isinstance(exc, Truncated) or isinstance(exc.__cause__ or exc.__context__, Truncated)
 
 
-def _read_all(reader: BinaryIO) -> tuple[io.BytesIO, str | None]:
-    """Every authenticated byte of a decrypting reader, in memory, and why it stopped early
-    (None when the stream ended with its FINAL message). Altered data still raises."""
-    from station.crypto.sealed import Truncated
-
-    buf = io.BytesIO()
-    cut: str | None = None
-    while True:
-        try:
-            chunk = reader.read(READ_CHUNK)
-        except Truncated as exc:
-            cut = str(exc)
-            break
-        if not chunk:
-            break
-        buf.write(chunk)
-    if cut is None and getattr(reader, "truncated", None) is not None:   # truncated_as_eof readers
-        cut = str(reader.truncated)  # type: ignore[attr-defined]
-    buf.seek(0)
-    return buf, cut
-
-
 def classify_streams(container: Any) -> dict[str, Any]:
     """Map screen / camera / audio to the container's streams (by title, else by size)."""
     out: dict[str, Any] = {}
@@ -223,11 +203,11 @@ class Player:
         self._lock = threading.Lock()
         self._prefetching: dict[int, threading.Thread] = {}
         self._prefetched: dict[int, _Loaded | BaseException] = {}
+        self._cancels: dict[int, threading.Event] = {}
         self._starts = self._planned_starts()
         # per video kind: (segment seq, next packet index, last decoded frame)
         self._cursor: dict[str, tuple[int, int, VideoFrame | None]] = {}
         self._ahead: dict[str, list[VideoFrame]] = {}
-        self._helpers: dict[str, threading.Thread] = {}   # kind -> thread decoding it after a jump
         self.refused: set[int] = set()
         self.truncated: dict[int, str] = {}   # seq -> why (played up to the cut)
 
@@ -259,29 +239,18 @@ class Player:
     def refuse(self, seq: int) -> None:
         """Never decode this segment (it failed verification); it plays as a gap."""
         self.refused.add(seq)
-        self._join()
         self._drop(seq)
 
     # --- loading ---------------------------------------------------------------------------
-    def _load(self, idx: int) -> _Loaded:
+    def _load(self, idx: int, cancel: threading.Event | None = None) -> _Loaded:
         import av
 
         ref = self.segments[idx]
         t0 = time.perf_counter()
         reader = self._open_media(ref.seq)
         try:
-            # decrypt the whole segment into RAM first: libavformat's many small reads and seeks
-            # through the Python reader cost ~3x the decryption itself (plaintext stays in memory)
-            plain, cut = _read_all(reader)
-        except BaseException:
-            reader.close()
-            raise
-        if cut is not None:
-            self.truncated[ref.seq] = cut
-            log.warning("segment %s is truncated; playing what authenticated: %s", ref.seq, cut)
-        try:
             # the Matroska header carries every codec parameter: no probing (saves ~25 ms a segment)
-            container = av.open(plain, mode="r", format="matroska",
+            container = av.open(reader, mode="r", format="matroska",
                                 options={"probesize": "32", "analyzeduration": "0"})
         except Exception as exc:
             reader.close()
@@ -293,7 +262,9 @@ class Player:
             raw: dict[str, list[tuple[float, Any, bool]]] = {k: [] for k in tracks}
             tbs = {s.index: float(s.time_base) for s in streams.values()}
             try:
-                for pkt in container.demux(*streams.values()):
+                for n, pkt in enumerate(container.demux(*streams.values())):
+                    if cancel is not None and not n % 256 and cancel.is_set():
+                        raise _Cancelled(ref.seq)
                     if pkt.size == 0 or pkt.pts is None:
                         continue
                     si = pkt.stream_index
@@ -301,17 +272,19 @@ class Player:
                     if kind is None:
                         continue
                     raw[kind].append((pkt.pts * tbs[si], pkt, pkt.is_keyframe))
+            except _Cancelled:
+                raise
             except Exception as exc:
-                # a segment cut by a crash plays up to its last authenticated message (the
-                # demuxer may stumble on the half packet at the cut)
-                if (cut is None and not _is_truncation(exc)) or not any(raw.values()):
+                # a segment cut by a crash plays up to its last authenticated message
+                if not _is_truncation(exc) or not any(raw.values()):
                     raise
-                if cut is None:
-                    self.truncated[ref.seq] = str(exc)
-                log.warning("segment %s: demux stopped at the cut: %s", ref.seq, exc)
+                self.truncated[ref.seq] = str(exc)
+                log.warning("segment %s is truncated; playing what authenticated: %s", ref.seq, exc)
         except Exception as exc:
             container.close()
             reader.close()
+            if isinstance(exc, _Cancelled):
+                raise
             raise PlaybackError(f"segment {ref.seq}: {exc}") from exc
         firsts = [v[0][0] for v in raw.values() if v]
         first = min(firsts) if firsts else 0.0
@@ -357,6 +330,7 @@ class Player:
             self._cache.move_to_end(ref.seq)
             return loaded
         th = self._prefetching.pop(ref.seq, None)
+        self._cancels.pop(ref.seq, None)
         if th is not None:
             th.join()
             got = self._prefetched.pop(ref.seq)
@@ -364,10 +338,11 @@ class Player:
                 raise got
             loaded = got
         else:
+            # a jump elsewhere: prefetches for the old position would only compete for the CPU
+            # (they doubled the latency of the seeks they overlapped) and hold memory
+            self._cancel_prefetches()
             loaded = self._load(idx)
         self._cache[ref.seq] = loaded
-        if len(self._cache) > self._cache_max:
-            self._join()     # a helper may be decoding the segment about to be evicted
         while len(self._cache) > self._cache_max:
             _, old = self._cache.popitem(last=False)
             self._forget(old.ref.seq)
@@ -385,6 +360,18 @@ class Player:
             if cur[0] == seq:
                 del self._cursor[kind]
 
+    def _cancel_prefetches(self) -> None:
+        """Stop the prefetches running and drop the ones done (nobody waits for them)."""
+        with self._lock:
+            for seq in list(self._prefetching):
+                self._prefetching.pop(seq)
+                self._cancels.pop(seq).set()
+            stale = list(self._prefetched.values())
+            self._prefetched.clear()
+        for got in stale:
+            if isinstance(got, _Loaded):
+                got.close()
+
     def prefetch(self, idx: int) -> None:
         if idx >= len(self.segments):
             return
@@ -392,70 +379,51 @@ class Player:
         if seq in self._cache or seq in self._prefetching or seq in self.refused:
             return
 
+        cancel = threading.Event()
+
         def work() -> None:
             try:
-                loaded = self._load(idx)
-                loaded.audio  # noqa: B018 - decode the audio ahead too: playback is about to need it
-                self._prefetched[seq] = loaded
+                loaded = self._load(idx, cancel)
+            except _Cancelled:
+                return
             except BaseException as exc:  # re-raised in the caller's thread by _get
-                self._prefetched[seq] = exc
+                with self._lock:
+                    if not cancel.is_set():
+                        self._prefetched[seq] = exc
+                return
+            if not cancel.is_set():
+                loaded.audio  # noqa: B018 - decode the audio ahead too: playback is about to need it
+            with self._lock:   # _cancel_prefetches sets the event before it clears _prefetched
+                if cancel.is_set():
+                    loaded.close()
+                else:
+                    self._prefetched[seq] = loaded
 
         th = threading.Thread(target=work, name=f"prefetch-{seq}", daemon=True)
         self._prefetching[seq] = th
+        self._cancels[seq] = cancel
         th.start()
 
     # --- video -----------------------------------------------------------------------------
     def frame_at(self, kind: str, t_s: float) -> VideoFrame | None:
-        """The newest ``kind`` frame shown at session time t_s (None: nothing to show).
-
-        After a jump, the other video stream is decoded to the same time in a helper thread
-        (PyAV releases the GIL while decoding), so asking for it next finds it ready."""
-        self._join(kind)
+        """The newest ``kind`` frame shown at session time t_s (None: nothing to show)."""
         idx = self.segment_index_at(t_s)
         seg = self._get(idx)
         if seg is None or kind not in seg.tracks:
             return None
         if t_s > seg.end_s - PREFETCH_S:
             self.prefetch(idx + 1)
-        if not seg.tracks[kind].packets:
-            return None
-        if self._needs_restart(kind, seg, t_s):
-            for other in (SCREEN, CAMERA):
-                if (other != kind and other in seg.tracks and other not in self._helpers
-                        and seg.tracks[other].packets and self._needs_restart(other, seg, t_s)):
-                    th = threading.Thread(target=self._helper, args=(other, seg, t_s),
-                                          name=f"decode-{other}", daemon=True)
-                    self._helpers[other] = th
-                    th.start()
-        return self._decode_to(kind, seg, t_s)
-
-    def _helper(self, kind: str, seg: _Loaded, t_s: float) -> None:
-        try:
-            self._decode_to(kind, seg, t_s)
-        except BaseException as exc:  # the caller's own frame_at decodes again and reports
-            self._cursor.pop(kind, None)
-            log.debug("background decode of %s to %.3f s failed: %s", kind, t_s, exc)
-
-    def _join(self, kind: str | None = None) -> None:
-        """Wait for the helper decoding ``kind`` (every helper when None)."""
-        for k in [kind] if kind is not None else list(self._helpers):
-            th = self._helpers.pop(k, None) if k is not None else None
-            if th is not None:
-                th.join()
-
-    def _needs_restart(self, kind: str, seg: _Loaded, t_s: float) -> bool:
-        cur = self._cursor.get(kind)
-        return (cur is None or cur[0] != seg.ref.seq or cur[2] is None or t_s < cur[2].pts_s
-                or t_s - cur[2].pts_s > MAX_FORWARD_DECODE_S)
-
-    def _decode_to(self, kind: str, seg: _Loaded, t_s: float) -> VideoFrame | None:
         tr = seg.tracks[kind]
+        if not tr.packets:
+            return None
         target = bisect.bisect_right(tr.pts_s, t_s) - 1   # packet index of the frame to show
         target = max(target, 0)
         ctx = tr.stream.codec_context
         cur = self._cursor.get(kind)
+        restart = (cur is None or cur[0] != seg.ref.seq or cur[2] is None or t_s < cur[2].pts_s
+                   or t_s - cur[2].pts_s > MAX_FORWARD_DECODE_S)
         ahead: list[VideoFrame] = []
-        if self._needs_restart(kind, seg, t_s):
+        if restart:
             k = bisect.bisect_right(tr.keys, target) - 1
             nxt = tr.keys[k] if k >= 0 else 0
             last: VideoFrame | None = None
@@ -532,7 +500,6 @@ class Player:
         return None
 
     def close(self) -> None:
-        self._join()
         for th in list(self._prefetching.values()):
             th.join()
         for got in self._prefetched.values():
