@@ -305,3 +305,39 @@ def test_truncated_segment_is_played_up_to_its_last_authenticated_message(keys: 
         assert last is not None and 3.5 <= last.pts_s < 5.9               # stops where the cut is
     finally:
         player.close()
+
+
+def test_a_jump_elsewhere_drops_the_prefetch_of_the_old_neighbour_and_still_plays_it_later(
+        recorded: Path, keys: tuple, tmp_path: Path) -> None:
+    """A prefetch nobody needs after a jump stops and its decrypted segment is released (it only
+    competed with the seek for the CPU and held memory until the player closed)."""
+    import threading
+
+    from station.review.player import Player
+
+    store = LocalFolderStore(tmp_path / "store")
+    rs, _ = _open(store, kit.upload(recorded, store), keys, tmp_path)
+    rs.verify()
+    opened: list[tuple[int, object]] = []
+
+    def open_media(seq: int) -> object:
+        reader = rs._open_media(seq)
+        opened.append((seq, reader))
+        return reader
+
+    player = Player(open_media, rs.segment_refs())   # type: ignore[arg-type]
+    try:
+        assert kit.read_counter(player.frame_at(SCREEN, 0.5).rgb()) == 5   # type: ignore[union-attr]
+        second = player.segments[1].seq
+        assert second in player._prefetching                 # near the end of a 3 s segment
+        fr = player.frame_at(SCREEN, 7.2)                     # jump to the third segment
+        assert fr is not None and kit.read_counter(fr.rgb()) == 72
+        assert second not in player._prefetching and second not in player._prefetched
+        for th in threading.enumerate():
+            if th.name == f"prefetch-{second}":
+                th.join(10)
+        assert all(r.closed for s, r in opened if s == second)   # type: ignore[attr-defined]
+        back = player.frame_at(SCREEN, 3.5)                   # the dropped neighbour still plays
+        assert back is not None and kit.read_counter(back.rgb()) == 35
+    finally:
+        player.close()
