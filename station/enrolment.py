@@ -171,7 +171,7 @@ def trusted_from_storage(ctx: Any) -> list[str]:
         log.warning("enrolled stations not read (storage not usable: %s)", exc)
         return []
     try:
-        return sorted(set(enrolled_keys(store).values()))
+        return sorted(f"{sid}={key}" for sid, key in enrolled_keys(store).items())
     except StationError as exc:
         log.warning("enrolled stations not read from %s: %s", store.describe(), exc)
         return []

@@ -153,3 +153,13 @@ def test_any_single_change_to_a_session_is_reported_not_intact_and_never_crashes
         result = verify_session(DirSource(d), [trusted])
         assert result["intact"] is False, (op, name)
         assert result["problems"]
+
+
+def test_key_enrolled_for_one_station_does_not_vouch_for_another_station_id(tmp_path: Path) -> None:
+    d, key = _base_session(tmp_path)
+    station = json.loads((d / "session.json").read_bytes())["station"]
+    assert verify_session(DirSource(d), [f"{station}={key}"])["intact"]
+    assert verify_session(DirSource(d), [key])["intact"]  # a pinned key vouches for any station id
+    other = verify_session(DirSource(d), [f"seat-999={key}"])
+    assert other["intact"] is False
+    assert any("enrolled for seat-999" in p["detail"] for p in other["problems"]), other["problems"]

@@ -87,7 +87,7 @@ class _Report:
             s["status"] = _worse(s["status"], _CODE_STATUS.get(code, "altered"))
 
 
-def _trust(rep: _Report, seq: int | None, man: dict[str, Any], trusted: set[str],
+def _trust(rep: _Report, seq: int | None, man: dict[str, Any], trusted: dict[str, set[str] | None],
            what: str) -> None:
     state, signer = check_signature(man)
     if state == "unsigned":
@@ -96,12 +96,31 @@ def _trust(rep: _Report, seq: int | None, man: dict[str, Any], trusted: set[str]
         rep.add(seq, "bad-signature", f"{what} signature does not verify (signer {signer})")
     elif signer not in trusted:
         rep.add(seq, "untrusted", f"{what} is signed by {signer}, which is not a trusted station")
+    elif (stations := trusted[str(signer)]) is not None and man.get("station") not in stations:
+        rep.add(seq, "untrusted", f"{what} names station {man.get('station')!r} but is signed by the key "
+                f"enrolled for {', '.join(sorted(stations))}")
+
+
+def _trust_table(trusted: Iterable[str]) -> dict[str, set[str] | None]:
+    """``ed25519:KEY`` trusts the key for any station; ``STATION=ed25519:KEY`` (enrolled keys)
+    trusts it only for manifests naming that station."""
+    table: dict[str, set[str] | None] = {}
+    for entry in trusted:
+        station, sep, rest = entry.strip().partition("=ed25519:")
+        key = "ed25519:" + rest if sep else station
+        if not sep:
+            table[key] = None
+        elif key not in table or table[key] is not None:
+            bound = table.get(key) or set()
+            table[key] = bound | {station}
+    return table
 
 
 def verify_session(source: SessionSource, trusted: Iterable[str],
                    session_id: str | None = None) -> dict[str, Any]:
-    """Check one session read through ``source``; ``trusted`` are ``ed25519:`` station keys."""
-    trusted_set = {t.strip() for t in trusted}
+    """Check one session read through ``source``; ``trusted`` are ``ed25519:`` station keys, or
+    ``STATION=ed25519:`` keys bound to the station they were enrolled for."""
+    trusted_set = _trust_table(trusted)
     rep = _Report()
     names = set(source.list())
     man_seqs = sorted(int(m.group(1)) for n in names if (m := MANIFEST_RE.fullmatch(n)))

@@ -44,7 +44,7 @@ def trusted_keys(ctx: Any, store: Any, extra: list[str] | None = None) -> list[s
 
     out = set(verify_cmd.trusted_keys(argparse.Namespace(trust=extra or []), ctx))
     try:
-        out.update(enrolled_keys(store).values())
+        out.update(f"{sid}={key}" for sid, key in enrolled_keys(store).items())
     except Exception as exc:  # unreadable enrolment: sessions show as untrusted, not an error
         log.warning("enrolled stations not read: %s", exc)
     return sorted(out)
