@@ -305,7 +305,7 @@ def test_a_start_that_cannot_record_says_why_in_the_window_and_stays_idle(qtbot,
     app = App(Context(data_dir=station_home), fake_devices=True, desktop=False, upload=False)
     gui = make_gui(qtbot, app)
     click(qtbot, gui.window.start_button)
-    qtbot.waitUntil(lambda: "recipient" in gui.window.error_label.text(), timeout=10000)
+    qtbot.waitUntil(lambda: "recipient" in gui.window.error_label.text(), timeout=30000)
     assert app.flow.state == "idle" and gui.window.banner.text() == "NOT RECORDING"
     assert gui.window.start_button.isEnabled()
 
