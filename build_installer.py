@@ -58,7 +58,8 @@ EXE_NAME = "station.exe" if os.name == "nt" else "station"
 
 # Modules the CLI loads by name (station.cli.COMMANDS) or that libraries load by entry point: the
 # analysis cannot see them, so whole packages are collected.
-COLLECT_SUBMODULES = ("station", "recorder", "uploader", "ui", "keyring.backends")
+COLLECT_SUBMODULES = ("station", "recorder", "uploader", "ui", "keyring.backends",
+                      "Xlib")  # python-xlib imports its protocol extensions by name
 HIDDEN_IMPORTS = (
     # keyring's Secret Service backend (Linux) and what it talks D-Bus with
     "secretstorage", "jeepney", "jeepney.io.blocking",
