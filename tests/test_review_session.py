@@ -307,7 +307,7 @@ def test_truncated_segment_is_played_up_to_its_last_authenticated_message(keys: 
         player.close()
 
 
-def test_a_jump_elsewhere_drops_the_prefetch_of_the_old_neighbour_and_still_plays_it_later(
+def test_a_jump_starts_no_prefetch_and_drops_the_prefetch_of_the_old_neighbour_which_still_plays_later(
         recorded: Path, keys: tuple, tmp_path: Path) -> None:
     """A prefetch nobody needs after a jump stops and its decrypted segment is released (it only
     competed with the seek for the CPU and held memory until the player closed)."""
@@ -329,7 +329,9 @@ def test_a_jump_elsewhere_drops_the_prefetch_of_the_old_neighbour_and_still_play
     try:
         assert kit.read_counter(player.frame_at(SCREEN, 0.5).rgb()) == 5   # type: ignore[union-attr]
         second = player.segments[1].seq
-        assert second in player._prefetching                 # near the end of a 3 s segment
+        assert not player._prefetching                        # a jump itself does not prefetch
+        player.frame_at(SCREEN, 0.6)                          # playing on, near the end of a 3 s segment
+        assert second in player._prefetching
         fr = player.frame_at(SCREEN, 7.2)                     # jump to the third segment
         assert fr is not None and kit.read_counter(fr.rgb()) == 72
         assert second not in player._prefetching and second not in player._prefetched

@@ -411,8 +411,6 @@ class Player:
         seg = self._get(idx)
         if seg is None or kind not in seg.tracks:
             return None
-        if t_s > seg.end_s - PREFETCH_S:
-            self.prefetch(idx + 1)
         tr = seg.tracks[kind]
         if not tr.packets:
             return None
@@ -422,6 +420,10 @@ class Player:
         cur = self._cursor.get(kind)
         restart = (cur is None or cur[0] != seg.ref.seq or cur[2] is None or t_s < cur[2].pts_s
                    or t_s - cur[2].pts_s > MAX_FORWARD_DECODE_S)
+        if t_s > seg.end_s - PREFETCH_S and not restart:
+            # playing on towards the boundary; after a jump the next tick asks (a prefetch started
+            # by the jump itself would compete with decoding the frames the reviewer waits for)
+            self.prefetch(idx + 1)
         ahead: list[VideoFrame] = []
         if restart:
             k = bisect.bisect_right(tr.keys, target) - 1
