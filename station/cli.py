@@ -48,7 +48,9 @@ def _load(name: str) -> ModuleType | None:
         raise
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+def build_parser(only: str | None = None) -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
+    """The parser; with ``only``, just that subcommand's module is imported (start-up cost:
+    recording should not pay for boto3, review or Qt imports)."""
     parser = argparse.ArgumentParser(prog="station", description="DualRec Station")
     parser.add_argument("--version", action="version", version=f"station {__version__}")
     common = argparse.ArgumentParser(add_help=False)
@@ -59,7 +61,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, ModuleType]]:
     common.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     modules: dict[str, ModuleType] = {}
-    for name in COMMANDS:
+    for name in COMMANDS if only is None else [only]:
         mod = _load(name)
         if mod is None:
             continue
@@ -85,7 +87,9 @@ def _emit(result: Any, as_json: bool, mod: ModuleType) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser, modules = build_parser()
+    words = sys.argv[1:] if argv is None else argv
+    first = next((w for w in words if not w.startswith("-")), None)
+    parser, modules = build_parser(first if first in COMMANDS and _load(first) else None)
     args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
