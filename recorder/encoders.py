@@ -27,10 +27,7 @@ class VideoSpec:
     crf: int = 28
     preset: str = "veryfast"
     keyframe_interval_s: float = 2.0
-    # x264 threads: 1 = encode on the pipeline thread. On the 2-core seat, auto (3 slice threads
-    # per encoder, 6 in all) cost ~0.03 CPU s/s more in wake-ups and slice sync for the same
-    # preset/CRF/keyframe settings; one 1080p15 + one 720p25 veryfast stream fit one core easily.
-    threads: int = 1
+    threads: int = 0          # x264 threads, 0 = auto
     thread_type: str = "SLICE"
 
 

@@ -174,7 +174,6 @@ class RecordingSession:
             if not ok:
                 raise DiskFull(str(self.ctx.spool_dir), self._free_mb, reason)
             clock = self.clock = Clock()
-            _single_threaded_cv2()
             self.oplog = OpLogSource(clock)
             srcs = self._build_sources(clock)
             opened: list[Any] = []
@@ -385,12 +384,3 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return str(os.getuid())
-
-
-def _single_threaded_cv2() -> None:
-    """OpenCV's own worker pool splits each cvtColor/resize of one frame over every core; on a
-    2-core seat the hand-off costs more CPU than it saves (measured with bench/record_vs_ffmpeg:
-    ~0.03 CPU s/s), and the capture threads already run in parallel. Process-wide, by design."""
-    import cv2
-
-    cv2.setNumThreads(1)
