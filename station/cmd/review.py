@@ -12,10 +12,9 @@ HELP = "open the review window: catalog, verified playback, timeline, QC, audite
 
 
 def configure(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--identity", metavar="KEYFILE", action="append", default=[],
-                   help="reviewer identity file (archive.key); default: identities in the keyring")
-    p.add_argument("--trust", metavar="ed25519:KEY", action="append", default=[],
-                   help="also trust this station key")
+    from station.review.env import add_reviewer_options
+
+    add_reviewer_options(p)
     p.add_argument("--reviewer", metavar="NAME", help="name in the audit records (default: OS user@host)")
     p.add_argument("--no-audio", action="store_true", help="play video only")
     p.add_argument("--no-qc", action="store_true", help="do not compute missing QC reports")

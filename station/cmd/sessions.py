@@ -22,10 +22,9 @@ HELP = "list sessions: this seat's spool, or the review catalog of central stora
 
 def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--remote", action="store_true", help="the catalog of central storage")
-    p.add_argument("--identity", metavar="KEYFILE", action="append", default=[],
-                   help="reviewer identity (to read QC reports); default: the keyring")
-    p.add_argument("--trust", metavar="ed25519:KEY", action="append", default=[],
-                   help="also trust this station key")
+    from station.review.env import add_reviewer_options
+
+    add_reviewer_options(p)
     p.add_argument("--full", action="store_true", help="list every day folder, not only recent ones")
     p.add_argument("--verify", action="store_true", help="verify the listed sessions now")
     p.add_argument("--qc", action="store_true", help="compute QC for sessions that have none yet")

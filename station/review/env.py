@@ -34,6 +34,14 @@ class ReviewSetup:
     compute_qc: bool = True
 
 
+def add_reviewer_options(p: Any) -> None:
+    """``--identity`` and ``--trust``, shared by ``station review`` and ``station sessions``."""
+    p.add_argument("--identity", metavar="KEYFILE", action="append", default=[],
+                   help="reviewer identity file (archive.key); default: identities in the keyring")
+    p.add_argument("--trust", metavar="ed25519:KEY", action="append", default=[],
+                   help="also trust this station key")
+
+
 def trusted_keys(ctx: Any, store: Any, extra: list[str] | None = None) -> list[str]:
     """Policy-pinned keys, the local station's key, ``--trust`` keys and the stations enrolled in
     the store."""
