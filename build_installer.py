@@ -49,7 +49,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 ROOT = Path(__file__).resolve().parent
 PACKAGING = ROOT / "packaging"
@@ -168,6 +168,17 @@ def policy_example() -> str:
     from station import policy
 
     return policy.render()
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout_s: float) -> int:
+    """SIGTERM, wait up to timeout_s, then SIGKILL; the exit code."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 # --- the PyInstaller bundle --------------------------------------------------------------------
@@ -447,13 +458,7 @@ class SmokeEnv:
 
     def __exit__(self, *exc: object) -> None:
         for proc in reversed(self.pids):
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 5)
 
     def _start_xvfb(self) -> None:
         if not shutil.which("Xvfb"):
@@ -720,13 +725,9 @@ def _gui_step(exe: Path, env: dict[str, str], cwd: Path, timeout_s: float = 90) 
             obj = json.loads(ln)
             if isinstance(obj, dict):
                 announced = obj
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        rc = proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        rc = proc.wait()
+    rc = proc.poll()
+    if rc is None:
+        rc = stop_process(proc, 30)
     for t in threads:
         t.join(timeout=5)
     stderr = "".join(err_chunks)
@@ -756,12 +757,7 @@ def _review_step(exe: Path, env: dict[str, str], cwd: Path, identity: Path, seco
             rc_early = proc.wait(timeout=seconds)
         except subprocess.TimeoutExpired:
             rc_early = None
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop_process(proc, 20)
         err.seek(0)
         stderr = err.read()
     step = SmokeStep("review", argv, False, round(time.monotonic() - t0, 2), "", stderr,
