@@ -156,6 +156,10 @@ class Pipeline:
         """Start every source, wait until each delivered its first item (PulseAudio may take
         ~1.5 s for the first block), then open the gate: the recording covers [gate, stop] on
         every stream; items captured before the gate are discarded (not counted as drops)."""
+        # OpenCV's worker pool splits each cvtColor/resize of one frame over every core; on a
+        # 2-core seat the hand-offs cost more CPU than they save (0.035 CPU s/s in a recording)
+        # while the encoder and capture threads already keep both cores busy. Process-wide.
+        cv2.setNumThreads(1)
         try:
             for name, src in self.sources.items():
                 src.start(self.queues[name])

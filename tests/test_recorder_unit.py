@@ -395,3 +395,64 @@ def test_audio_codec_from_policy_keeps_beeps_on_the_session_clock(codec: str) ->
     dec = decode_media(bytes(sealer.files[(1, "media")].buf))
     beeps = [b for b in onsets_ms(dec) if b > dec.audio_start_ms[0] + 150]
     assert len(beeps) >= 1 and all(abs(b - round(b / 1000) * 1000) <= 3 for b in beeps), beeps
+
+
+def test_video_streams_encode_on_their_own_threads_and_every_frame_reaches_the_container(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from recorder import encoders
+    from recorder.segment_writer import SegmentWriter
+
+    seen: set[tuple[str, str]] = set()
+    real_encode = encoders.VideoEncoder.encode
+
+    def spy(self: encoders.VideoEncoder, img: np.ndarray, pts_ms: int) -> list[Any]:
+        seen.add((self.name, threading.current_thread().name))
+        return real_encode(self, img, pts_ms)
+
+    monkeypatch.setattr(encoders.VideoEncoder, "encode", spy)
+    sink = MemWriter()
+    spec = VideoSpec(320, 240, 10, preset="ultrafast")
+    w = SegmentWriter(sink, screen=spec, camera=spec, audio=AudioSpec(), encode_queue=2)
+    rng = np.random.default_rng(1)
+    for i in range(30):
+        w.write_video("screen", rng.integers(0, 255, (240, 320, 4), np.uint8), i * 100)
+        w.write_video("camera", rng.integers(0, 255, (240, 320, 3), np.uint8), i * 100 + 7)
+        w.write_audio(np.zeros((4800, 1), np.float32), i * 4800)
+    w.close()
+    assert seen == {("screen", "enc-screen"), ("camera", "enc-camera")}
+    dec = decode_media(bytes(sink.buf))
+    assert dec.screen_pts_ms == [i * 100 for i in range(30)]
+    assert dec.camera_pts_ms == [i * 100 + 7 for i in range(30)]
+    assert all(dec.keyframe_first) and sink.flushes >= 1
+    assert not any(t.name.startswith("enc-") and t.is_alive() for t in threading.enumerate())
+
+
+def test_a_failed_encoder_thread_raises_on_the_pipeline_thread_and_never_blocks_it() -> None:
+    from recorder.segment_writer import SegmentWriter
+    from station.errors import EncoderError
+
+    w = SegmentWriter(MemWriter(), screen=VideoSpec(320, 240, 10, preset="ultrafast"), camera=None,
+                      audio=None, encode_queue=1)
+    w.write_video("screen", np.zeros((100, 100, 4), np.uint8), 0)  # wrong size: fails on its thread
+    t0 = time.monotonic()
+    with pytest.raises(EncoderError, match="does not match"):
+        for i in range(1, 50):  # more frames than the queue holds: a dead worker must not block
+            w.write_video("screen", np.zeros((240, 320, 4), np.uint8), i * 100)
+    assert time.monotonic() - t0 < 5
+    w.abort()
+
+
+def test_watermark_changes_once_a_second_so_still_frames_stay_still() -> None:
+    clock = Clock()
+    wm = Watermark(clock, "seat-12", "agent-7")
+    base = clock.t0_ns + 1_000_000_000 - clock.utc_at_t0_ns % 1_000_000_000  # a whole UTC second
+    frames = []
+    for offset_ms in (0, 400, 990, 1000):  # three within one UTC second, then the next second
+        img = np.full((720, 1280, 3), 90, np.uint8)
+        wm.apply(img, base + offset_ms * 1_000_000)
+        frames.append(img)
+    assert (frames[0] == frames[1]).all() and (frames[0] == frames[2]).all()
+    assert (frames[2] != frames[3]).any()
+    assert wm.text(base).endswith(" UTC | seat-12 | agent-7") and "." not in wm.text(base).split(" UTC")[0]
