@@ -174,10 +174,12 @@ class Pipeline:
             for src in self.sources.values():
                 src.stop()
             raise
-        self.gate_ns = self.clock.now_ns()
+        # the first segment's codecs are opened (x264 set-up, tens of ms) before the gate, so the
+        # recording's length counts from a pipeline that is ready to take frames
+        self._open_segment(self.clock.now_ns())
+        self.gate_ns = self._seg_start_ns = self._last_flush_ns = self.clock.now_ns()
         for q in self.queues.values():  # pre-roll items are discarded by the gate in _collect
             q.dropped = q.offered = q.dropped_full = q.dropped_late = 0
-        self._open_segment(self.gate_ns)
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._thread.start()
 

@@ -375,16 +375,18 @@ class MicrophoneSource(Source):
     name = "microphone"
 
     def __init__(self, clock: Clock, device: str | int | None = None, *, rate_hz: int = 48000,
-                 channels: int = 1, block_frames: int | None = None, latency: str | float = "high") -> None:
+                 channels: int = 1, block_frames: int | None = None,
+                 latency: str | float | None = None) -> None:
         super().__init__(clock)
         if isinstance(device, str):
             device = int(device) if device.isdigit() else (device or None)
         self.device = device
         self.rate_hz, self.channels = int(rate_hz), int(channels)
         self.block_frames = block_frames or self.rate_hz // 20  # 50 ms: fewer wake-ups, same pts
-        # PortAudio's buffer. "high" (the host API's high-latency default): measured on ALSA's
-        # pulse device, callbacks come every 50 ms as with "low", the ADC times are the same, and
-        # the callback thread costs a third less CPU in a recording (0.045 -> 0.030 CPU s/s)
+        # PortAudio's buffer: the host API's low-latency default. "high" cost a third less CPU in
+        # the callback thread (0.045 -> 0.030 CPU s/s), but its larger buffer let a backlog built
+        # at start-up persist: ALSA's pulse device reports ADC times as "now", so every block was
+        # stamped 60 ms late for 70 s of a 300 s sync test (beeps 61 ms before their flashes).
         self.latency = latency
         self.overflows = 0
         self.level_dbfs = -120.0
