@@ -173,6 +173,7 @@ class SealedWriter:
             raise ValueError("max_message_bytes out of range")
         self._max = max_message_bytes
         self._fsync_on_flush = fsync_on_flush
+        self._synced_bytes = -1
         self._lock = threading.Lock()
         key = nb.crypto_secretstream_xchacha20poly1305_keygen()
         header = dict(header_fields or {})
@@ -259,8 +260,9 @@ class SealedWriter:
             if self._buf:
                 self._push(bytes(self._buf), None, final=False)
                 self._buf.clear()
-            if self._fsync_on_flush:
-                os.fsync(self._fh.fileno())
+            if self._fsync_on_flush and self.bytes_written != self._synced_bytes:
+                os.fsync(self._fh.fileno())  # nothing new since the last one: no fsync
+                self._synced_bytes = self.bytes_written
 
     def close(self) -> None:
         with self._lock:
