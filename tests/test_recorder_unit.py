@@ -456,3 +456,14 @@ def test_watermark_changes_once_a_second_so_still_frames_stay_still() -> None:
     assert (frames[0] == frames[1]).all() and (frames[0] == frames[2]).all()
     assert (frames[2] != frames[3]).any()
     assert wm.text(base).endswith(" UTC | seat-12 | agent-7") and "." not in wm.text(base).split(" UTC")[0]
+
+
+def test_watermark_on_screen_and_camera_frames_of_one_size() -> None:
+    clock = Clock()
+    wm = Watermark(clock, "seat-12", "agent-7")
+    now = clock.now_ns()
+    screen = wm.apply(np.full((240, 320, 4), 128, np.uint8), now)
+    camera = wm.apply(np.full((240, 320, 3), 128, np.uint8), now)  # same size, other channels
+    gray = wm.apply(np.full((240, 320), 128, np.uint8), now)
+    assert (screen[..., :3] == camera).all() and (camera[..., 0] == gray).all()
+    assert (camera[-30:, :200] != 128).any() and (camera[:150] == 128).all()
