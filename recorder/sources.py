@@ -395,10 +395,11 @@ class MicrophoneSource(Source):
         self._stream: Any = None
 
     def _open(self) -> None:
-        # imported here, after PyAV and OpenCV: importing sounddevice (PortAudio, ALSA, libpulse)
-        # before them at the top of `station record` measured +13 % CPU and +240 MB peak RSS in
-        # bench/record_vs_ffmpeg.py (2 runs each way; the cause, likely which copy of a shared
-        # library wins symbol lookup, is not proven)
+        # PortAudio's ALSA enumeration loads ALSA's a52 plugin and with it Debian's libavcodec 59
+        # and libx264 164 next to PyAV's bundled 62 and 165. In `station record` PyAV is loaded
+        # first (recorder.encoders). Two bench runs with sounddevice imported first were 13 % dearer
+        # with +240 MB RSS, but a later run of the usual order showed the same RSS once (a screen
+        # queue of 30 BGRA frames filling while encoders lag on a loaded machine): not a proven cause.
         import sounddevice as sd
 
         try:
