@@ -81,9 +81,6 @@ class _EncodeWorker:
                 self._out.extend(self.enc.encode(*item))
         except BaseException as exc:  # stashed, raised on the pipeline thread
             self.error = exc
-            with contextlib.suppress(queue.Empty):  # never leave a submitter blocked
-                while True:
-                    self._in.get_nowait()
 
     def _check(self) -> None:
         if self.error is not None:
@@ -92,14 +89,18 @@ class _EncodeWorker:
                 raise err
             raise EncoderError(self.enc.name, err) from err
 
-    def submit(self, img: Any, pts_ms: int) -> None:
+    def _put(self, item: tuple[Any, int] | None) -> None:
+        """Queue for the thread; a thread that died meanwhile raises here instead of blocking."""
         self._check()
         while self._thread.is_alive():
             with contextlib.suppress(queue.Full):
-                self._in.put((img, pts_ms), timeout=0.5)
+                self._in.put(item, timeout=0.5)
                 return
         self._check()
         raise EncoderError(self.enc.name, "the encoder thread ended")
+
+    def submit(self, img: Any, pts_ms: int) -> None:
+        self._put((img, pts_ms))
 
     def take(self) -> list[Any]:
         self._check()
@@ -111,8 +112,7 @@ class _EncodeWorker:
 
     def finish(self) -> list[Any]:
         """Flush the encoder and return every packet not yet taken (waits for the thread)."""
-        if self._thread.is_alive() and self.error is None:
-            self._in.put(None)
+        self._put(None)
         self._thread.join()
         return self.take()
 
@@ -143,11 +143,8 @@ class SegmentWriter:
                 "max_interleave_delta": "1000000", "flush_packets": "1"})
         except av.error.FFmpegError as exc:
             raise EncoderError("container", exc) from exc
-        self.video: dict[str, VideoEncoder] = {}
-        if screen is not None:
-            self.video["screen"] = VideoEncoder(self.container, "screen", screen)
-        if camera is not None:
-            self.video["camera"] = VideoEncoder(self.container, "camera", camera)
+        video = {name: VideoEncoder(self.container, name, spec)
+                 for name, spec in (("screen", screen), ("camera", camera)) if spec is not None}
         self.audio = AudioEncoder(self.container, audio) if audio is not None else None
         try:  # open every codec and write the header now, before the encoder threads run
             self.container.start_encoding()
@@ -155,7 +152,7 @@ class SegmentWriter:
             raise EncoderError("container", exc) from exc
         self.flushes = 0
         self.closed = False
-        self.workers = {name: _EncodeWorker(enc, encode_queue) for name, enc in self.video.items()}
+        self.workers = {name: _EncodeWorker(enc, encode_queue) for name, enc in video.items()}
 
     def _mux(self, packets: list[Any], name: str) -> None:
         try:
