@@ -375,19 +375,15 @@ class MicrophoneSource(Source):
     name = "microphone"
 
     def __init__(self, clock: Clock, device: str | int | None = None, *, rate_hz: int = 48000,
-                 channels: int = 1, block_frames: int | None = None,
-                 latency: str | float | None = None) -> None:
+                 channels: int = 1, block_frames: int | None = None) -> None:
         super().__init__(clock)
         if isinstance(device, str):
             device = int(device) if device.isdigit() else (device or None)
         self.device = device
         self.rate_hz, self.channels = int(rate_hz), int(channels)
         self.block_frames = block_frames or self.rate_hz // 20  # 50 ms: fewer wake-ups, same pts
-        # PortAudio's buffer: the host API's low-latency default. "high" cost a third less CPU in
-        # the callback thread (0.045 -> 0.030 CPU s/s), but its larger buffer let a backlog built
-        # at start-up persist: ALSA's pulse device reports ADC times as "now", so every block was
-        # stamped 60 ms late for 70 s of a 300 s sync test (beeps 61 ms before their flashes).
-        self.latency = latency
+        # PortAudio's default (low) latency on purpose: "high" spent less CPU, but its larger
+        # buffer kept a start-up backlog, and ALSA's pulse device stamps blocks "now": 60 ms late
         self.overflows = 0
         self.level_dbfs = -120.0
         self.callbacks = 0
@@ -395,18 +391,12 @@ class MicrophoneSource(Source):
         self._stream: Any = None
 
     def _open(self) -> None:
-        # PortAudio's ALSA enumeration loads ALSA's a52 plugin and with it Debian's libavcodec 59
-        # and libx264 164 next to PyAV's bundled 62 and 165. In `station record` PyAV is loaded
-        # first (recorder.encoders). Two bench runs with sounddevice imported first were 13 % dearer
-        # with +240 MB RSS, but a later run of the usual order showed the same RSS once (a screen
-        # queue of 30 BGRA frames filling while encoders lag on a loaded machine): not a proven cause.
         import sounddevice as sd
 
         try:
             self._stream = sd.InputStream(device=self.device, samplerate=self.rate_hz,
                                           channels=self.channels, dtype="float32",
-                                          blocksize=self.block_frames, latency=self.latency,
-                                          callback=self._callback,
+                                          blocksize=self.block_frames, callback=self._callback,
                                           finished_callback=self._finished)
         except Exception as exc:
             raise DeviceLost(str(self.device or "default input"), str(exc)) from exc

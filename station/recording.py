@@ -179,10 +179,7 @@ class RecordingSession:
             opened: list[Any] = []
             cap = pol.capture
             try:
-                # open devices first: a missing device fails here, cleanly. The microphone first:
-                # PortAudio busy-polls from stream start until the first block, which PulseAudio
-                # delivers ~1 s after the stream was opened, so time between open and start saves CPU
-                for s in (srcs["microphone"], srcs["camera"], srcs["screen"]):
+                for s in srcs.values():  # open devices first: a missing device fails here, cleanly
                     if s is not None:
                         s.open()
                         opened.append(s)
