@@ -170,13 +170,13 @@ class Pipeline:
                 src.check()
                 if src.captured == 0:
                     raise DeviceLost(src.name, f"no data within {first_item_timeout_s:g} s")
+            # the first segment's codecs are opened (x264 set-up, tens of ms) before the gate, so
+            # the recording's length counts from a pipeline that is ready to take frames
+            self._open_segment(self.clock.now_ns())
         except BaseException:
             for src in self.sources.values():
                 src.stop()
             raise
-        # the first segment's codecs are opened (x264 set-up, tens of ms) before the gate, so the
-        # recording's length counts from a pipeline that is ready to take frames
-        self._open_segment(self.clock.now_ns())
         self.gate_ns = self._seg_start_ns = self._last_flush_ns = self.clock.now_ns()
         for q in self.queues.values():  # pre-roll items are discarded by the gate in _collect
             q.dropped = q.offered = q.dropped_full = q.dropped_late = 0
