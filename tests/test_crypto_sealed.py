@@ -109,6 +109,23 @@ def test_empty_segment_round_trips_and_close_is_idempotent(tmp_path: Path) -> No
     assert read_all(tmp_path / "e.drseg") == (b"", None)
 
 
+def test_flush_fsyncs_only_what_was_written_since_the_last_fsync(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    synced: list[int] = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    w = SealedWriter(tmp_path / "f.drseg", [RCPT], HDR, fsync_on_flush=True)
+    w.flush()  # the header
+    w.flush()  # nothing new
+    w.write(b"x" * 10)
+    w.flush()
+    w.flush()  # nothing new
+    assert len(synced) == 2
+    w.close()  # the final message is always synced
+    assert len(synced) == 3
+    assert read_all(tmp_path / "f.drseg") == (b"x" * 10, None)
+
+
 def test_writer_refuses_to_overwrite_and_to_seal_for_nobody(tmp_path: Path) -> None:
     seal(tmp_path / "a.drseg", [b"x"])
     with pytest.raises(FileExistsError):
