@@ -261,7 +261,7 @@ class SealedWriter:
                 self._push(bytes(self._buf), None, final=False)
                 self._buf.clear()
             if self._fsync_on_flush and self.bytes_written != self._synced_bytes:
-                os.fsync(self._fh.fileno())  # nothing new since the last one: no fsync
+                os.fsync(self._fh.fileno())  # only when bytes were written since the last one
                 self._synced_bytes = self.bytes_written
 
     def close(self) -> None:
