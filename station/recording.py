@@ -372,6 +372,13 @@ class RecordingSession:
                  errors=list(self.errors), stop_code=str(self.stop_code) if self.stop_code else None)
         return h
 
+    def recorded_s(self) -> float:
+        """Seconds on every stream so far: from the pipeline's gate (0 before it opened)."""
+        gate_ns: int = self.pipeline.gate_ns if self.pipeline is not None else 0
+        if not gate_ns or self.clock is None:
+            return 0.0
+        return (self.clock.now_ns() - gate_ns) / 1e9
+
     def wait(self, timeout_s: float | None = None) -> bool:
         """Block until the recording ended (by stop() or by itself)."""
         return self._finished.wait(timeout_s)

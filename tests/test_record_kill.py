@@ -68,3 +68,31 @@ def test_record_rejects_a_non_positive_duration_with_a_one_line_error(station_ho
                        env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     assert r.returncode == 1
     assert "--duration 0" in json.loads(r.stdout)["error"] and not (station_home / "spool").exists()
+
+
+def test_a_recording_lasts_the_duration_asked_even_when_start_is_slow_after_the_gate(
+        station_home: Path, keyring_service: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import argparse
+
+    from station import logs
+    from station.cmd import record
+    from station.context import Context
+
+    st = make_station(station_home)
+    real_append = logs.AuditLog.append
+
+    def slow_append(self: logs.AuditLog, event: str, **fields: object) -> dict[str, object]:
+        if event == "recording_started":  # work start() does after the gate opened
+            time.sleep(0.4)
+        return real_append(self, event, **fields)
+
+    monkeypatch.setattr(logs.AuditLog, "append", slow_append)
+    parser = argparse.ArgumentParser()
+    record.configure(parser)
+    args = parser.parse_args(["--duration", "1.5", "--fake-devices"])
+    args.json = True
+    out = record.run(args, Context(data_dir=station_home, policy_path=st.policy_path, json=True))
+    assert out["stop_code"] == "normal"
+    assert abs(out["duration_s"] - 1.5) <= 0.05, out["duration_s"]
+    audio_s = out["streams"]["audio"]["frames"] / 48000
+    assert abs(audio_s - 1.5) <= 0.05, audio_s

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import signal
 import threading
-import time
 from typing import Any
 
 from station.context import Context
@@ -44,9 +43,10 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
         print_started = getattr(args, "json", False) is False
         if print_started:
             print(f"recording {rec.session_id} for {args.duration:g} s", flush=True)
-        deadline = time.monotonic() + args.duration
+        # counted from the gate, not from when start() returned: what start() does after the gate
+        # (audit fsync, threads) must not lengthen the recording
         while not done.is_set() and not rec.wait(0):
-            left = deadline - time.monotonic()
+            left = args.duration - rec.recorded_s()
             if left <= 0:
                 break
             done.wait(min(0.25, left))
