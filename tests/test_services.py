@@ -62,6 +62,33 @@ def test_tone_played_into_null_sink_is_recorded_by_sounddevice(audio_sink) -> No
     assert 0.8 < loud.sum() / rate < 1.3  # about one second of tone came back
 
 
+def test_null_sink_monitor_answers_at_once_like_a_microphone(audio_sink) -> None:  # type: ignore[no-untyped-def]
+    """An idle null sink renders in 2 s blocks: without ./dev's silent keep-alive stream the first
+    block came 1.6-1.9 s after the stream started, and PortAudio busy-polled until then."""
+    import sounddevice as sd
+
+    started = threading.Event()
+    first_at: list[float] = []
+
+    def cb(indata, frames, t, status):  # type: ignore[no-untyped-def]
+        if started.is_set() and not first_at:
+            first_at.append(time.monotonic())
+
+    t0 = time.process_time()
+    with sd.InputStream(device="pulse", samplerate=48000, channels=1, dtype="float32",
+                        blocksize=2400, callback=cb) as stream:
+        start = time.monotonic()
+        started.set()
+        deadline = start + 5
+        while not first_at and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert stream.active
+    cpu = time.process_time() - t0
+    assert first_at, "no audio block within 5 s"
+    assert first_at[0] - start < 0.4, f"first block {first_at[0] - start:.3f} s after start"
+    assert cpu < 0.4, f"{cpu:.2f} CPU s spent waiting for the first block"
+
+
 def test_seaweedfs_put_get_with_auth_and_rejects_wrong_secret(s3: S3Server, s3_bucket: str) -> None:
     client = s3.client()
     body = b"sealed-bytes" * 1000
