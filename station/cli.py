@@ -11,10 +11,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+# numpy's OpenBLAS starts a worker thread per extra core when numpy is imported, and the workers
+# spin for a while: ~0.1 CPU s per process here. The station does no linear algebra, so no pool.
+# Set before any command imports numpy.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from station import __version__, logs
 from station.context import Context

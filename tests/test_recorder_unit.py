@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -467,3 +470,12 @@ def test_watermark_on_screen_and_camera_frames_of_one_size() -> None:
     gray = wm.apply(np.full((240, 320), 128, np.uint8), now)
     assert (screen[..., :3] == camera).all() and (camera[..., 0] == gray).all()
     assert (camera[-30:, :200] != 128).any() and (camera[:150] == 128).all()
+
+
+def test_station_process_starts_no_blas_thread_pool() -> None:
+    """numpy's OpenBLAS would start a spinning worker per extra core; the CLI turns the pool off."""
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    code = "import os, station.cli, numpy; print(len(os.listdir('/proc/self/task')))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.strip() == "1"
