@@ -13,6 +13,8 @@ font); each frame only darkens the box and lays the mask over it.
 
 from __future__ import annotations
 
+import datetime as dt
+
 import cv2
 import numpy as np
 
@@ -28,10 +30,14 @@ class Watermark:
         self.scale = scale
         # frame shape -> (text, mask, y1, x2): the last rendering for frames of that shape
         self._cache: dict[tuple[int, ...], tuple[str, np.ndarray, int, int]] = {}
+        self._second, self._text = -1, ""
 
     def text(self, capture_ns: int) -> str:
-        utc = self.clock.utc(capture_ns).strftime("%Y-%m-%d %H:%M:%S")
-        return f"{utc} UTC | {self.label}"
+        second = self.clock.utc_ns(capture_ns) // 1_000_000_000
+        if second != self._second:  # formatted once a second, not for each of 40 frames
+            utc = dt.datetime.fromtimestamp(second, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            self._second, self._text = second, f"{utc} UTC | {self.label}"
+        return self._text
 
     def _render(self, text: str, h: int, w: int) -> tuple[np.ndarray, int, int]:
         """The text's coverage (0..255) over the box at the bottom-left, and the box's top row
