@@ -29,7 +29,7 @@ class VideoSpec:
     keyframe_interval_s: float = 2.0
     # x264 threads. 1: the stream's own encoder thread does all the work (SegmentWriter runs one
     # per video stream, so screen and camera use both cores); 0 = x264's slice threads, which
-    # cost ~8 % more CPU per frame on a 2-core seat for the same preset/CRF/keyframes.
+    # cost 1-8 % more CPU per frame on a 2-core seat for the same preset/CRF/keyframes.
     threads: int = 1
     thread_type: str = "SLICE"
 

@@ -9,10 +9,11 @@ Each segment has its own encoders, so it starts with a keyframe on every video s
 Threads: each video stream is converted and encoded on its own thread (:class:`_EncodeWorker`,
 x264 with one thread of its own), so the two encoders use both cores of a seat while the
 pipeline thread stays free for audio and muxing. x264's slice threads (3 per encoder with
-``threads=0`` on 2 cores) cost about 8 % more CPU per frame in hand-offs for the same
-settings (measured in ``bench/record_vs_ffmpeg.py``). Packets come back to the pipeline thread,
-which alone touches the container; the header is written (every codec opened) before any
-worker starts, so no two threads ever open a codec or mux at once.
+``threads=0`` on 2 cores) cost 1-8 % more CPU per frame for the same settings (8 % in
+``bench/record_vs_ffmpeg.py``'s per-thread runs, 1 % in an isolated encode of the same frames).
+Packets come back to the pipeline thread, which alone touches the container; the header is
+written (every codec opened) before any worker starts, so no two threads ever open a codec or mux
+at once.
 """
 
 from __future__ import annotations
