@@ -9,8 +9,9 @@ their ratio (target <= 0.9), dropped frames and peak RSS. The station runs with 
 default (the policy default is on; ffmpeg does no masking): ``--masking`` measures it on. The
 station also burns in its watermark, which the ffmpeg reference does not draw.
 
-Run with the test services:  ./dev bench record_vs_ffmpeg [--seconds 60]
-Numbers on a machine shared with other work are indicative only.
+Run with the test services:  ./dev bench record_vs_ffmpeg [--seconds 60] [--runs N]
+Numbers on a machine shared with other work are indicative only: ffmpeg alone varies by +-6 % run to
+run here, so ``--runs N`` alternates the two N times and prints the median of the N ratios.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -109,29 +111,43 @@ def ffmpeg(seconds: float, cam: Path) -> dict[str, float | str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
+    ap.add_argument("--runs", type=int, default=1, help="station/ffmpeg pairs, alternated (default 1)")
     ap.add_argument("--masking", action="store_true",
                     help="station with screen masking on (policy default; ffmpeg has no equivalent, so "
                          "the fair ratio is without it)")
     args = ap.parse_args()
     if "DISPLAY" not in os.environ or not shutil.which("ffmpeg"):
         raise SystemExit("needs the test services (./dev bench record_vs_ffmpeg) and the ffmpeg CLI")
+    if args.runs < 1:
+        raise SystemExit("--runs takes a whole number >= 1")
+    ratios = []
     with tempfile.TemporaryDirectory(prefix="bench-rec-") as tmp:
         cam = Path(tmp) / "camera.mp4"
         make_camera(cam)
-        home = Path(tmp) / "home"
-        home.mkdir()
-        print(f"standard profile, {args.seconds:g} s, masking {'on' if args.masking else 'off'}, "
-              f"load average before: {os.getloadavg()[0]:.2f}")
-        st = station(args.seconds, cam, home, args.masking)
-        ff = ffmpeg(args.seconds, cam)
-        print(f"load average after: {os.getloadavg()[0]:.2f}")
+        for run in range(1, args.runs + 1):
+            home = Path(tmp) / f"home{run}"
+            home.mkdir()
+            print(f"run {run}/{args.runs}: standard profile, {args.seconds:g} s, masking "
+                  f"{'on' if args.masking else 'off'}, load average before: {os.getloadavg()[0]:.2f}")
+            st = station(args.seconds, cam, home, args.masking)
+            shutil.rmtree(home)
+            ff = ffmpeg(args.seconds, cam)
+            print(f"load average after: {os.getloadavg()[0]:.2f}")
+            ratios.append(report(st, ff, args.seconds))
+    if len(ratios) > 1:
+        print(f"ratios: {', '.join(f'{r:.2f}' for r in sorted(ratios))}; "
+              f"median {statistics.median(ratios):.3f} (target <= 0.9)")
+
+
+def report(st: dict[str, float | str], ff: dict[str, float | str], seconds: float) -> float:
     print(f"{'':8} {'CPU s':>7} {'CPU s/s':>8} {'peak RSS':>9} {'dropped':>8}  detail")
     for name, r in (("station", st), ("ffmpeg", ff)):
-        print(f"{name:8} {r['cpu_s']:7.1f} {r['cpu_s'] / args.seconds:8.3f} {r['rss_mib']:7.0f}MB "
+        print(f"{name:8} {r['cpu_s']:7.1f} {float(r['cpu_s']) / seconds:8.3f} {r['rss_mib']:7.0f}MB "
               f"{r['dropped']:8}  {r['detail']}")
-    ratio = (st["cpu_s"] / ff["cpu_s"]) if ff["cpu_s"] else float("nan")
+    ratio = (float(st["cpu_s"]) / float(ff["cpu_s"])) if ff["cpu_s"] else float("nan")
     print(f"ratio station/ffmpeg: {ratio:.2f} (target <= 0.9, sealing on); "
-          f"station sealed output {st['mbit_s']:.2f} Mbit/s")
+          f"station sealed output {st['mbit_s']:.2f} Mbit/s", flush=True)
+    return ratio
 
 
 if __name__ == "__main__":
