@@ -172,14 +172,15 @@ class Pipeline:
                     raise DeviceLost(src.name, f"no data within {first_item_timeout_s:g} s")
             # the first segment's codecs are opened (x264 set-up, tens of ms) before the gate, so
             # the recording's length counts from a pipeline that is ready to take frames
-            self._open_segment(self.clock.now_ns())
+            self._open_writer()
         except BaseException:
             for src in self.sources.values():
                 src.stop()
             raise
-        self.gate_ns = self._seg_start_ns = self._last_flush_ns = self.clock.now_ns()
+        self.gate_ns = self.clock.now_ns()
         for q in self.queues.values():  # pre-roll items are discarded by the gate in _collect
             q.dropped = q.offered = q.dropped_full = q.dropped_late = 0
+        self._begin_segment(self.gate_ns)
         self._thread = threading.Thread(target=self._run, name="pipeline", daemon=True)
         self._thread.start()
 
@@ -405,9 +406,12 @@ class Pipeline:
 
     # --- segments --------------------------------------------------------------------------
     def _open_segment(self, start_ns: int) -> None:
+        self._open_writer()
+        self._begin_segment(start_ns)
+
+    def _open_writer(self) -> None:
+        """The next segment's sealed files and encoders (codecs opened, header written)."""
         self.seq += 1
-        self._seg_start_ns = start_ns
-        self._last_flush_ns = start_ns
         media = self.sealer.open_segment(self.seq, "media")
         self._side = {"oplog": self.sealer.open_segment(self.seq, "oplog"),
                       "masklog": self.sealer.open_segment(self.seq, "masklog")}
@@ -415,6 +419,11 @@ class Pipeline:
                                     camera=self.cfg.camera if "camera" in self.sources else None,
                                     audio=self.cfg.audio if "audio" in self.sources else None,
                                     fragment_s=self.cfg.fragment_s)
+
+    def _begin_segment(self, start_ns: int) -> None:
+        """The segment's accounting from ``start_ns``: its statistics count from here."""
+        self._seg_start_ns = start_ns
+        self._last_flush_ns = start_ns
         self.seg_stats = {n: StreamStats() for n in self.sources}
         self._drops_at_seg = {n: q.dropped for n, q in self.queues.items()}
         mic = self.sources.get("audio")

@@ -479,3 +479,25 @@ def test_station_process_starts_no_blas_thread_pool() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                          check=True, timeout=60)
     assert out.stdout.strip() == "1"
+
+
+class _LateCamera(FakeCameraSource):
+    """A camera whose first frame comes 0.6 s after it started (a slow device open)."""
+
+    def _run(self) -> None:
+        if not self._stop.wait(0.6):
+            super()._run()
+
+
+def test_frames_dropped_before_the_gate_count_in_no_segment() -> None:
+    clock = Clock()
+    sealer = MemSealer()
+    # a 4-frame screen queue fills while the pipeline waits for the camera's first frame
+    cfg = small_config(audio=None, queue_s=0.05)
+    screen = FakeScreenSource(clock, fps=30, width=320, height=240)
+    p = Pipeline(clock, cfg, sealer, screen=screen,
+                 camera=_LateCamera(clock, fps=10, width=320, height=240))
+    run_pipeline(p, 1.0)
+    assert p.queues["screen"].dropped == 0  # the pre-roll drops were reset at the gate
+    streams = sealer.closed[-1][1]["streams"]
+    assert streams["screen"]["dropped"] == 0 and streams["camera"]["dropped"] == 0, streams
