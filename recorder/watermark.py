@@ -13,8 +13,6 @@ font); each frame only darkens the box and lays the mask over it.
 
 from __future__ import annotations
 
-import datetime as dt
-
 import cv2
 import numpy as np
 
@@ -35,7 +33,7 @@ class Watermark:
     def text(self, capture_ns: int) -> str:
         second = self.clock.utc_ns(capture_ns) // 1_000_000_000
         if second != self._second:  # formatted once a second, not for each of 40 frames
-            utc = dt.datetime.fromtimestamp(second, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S")
+            utc = self.clock.utc(capture_ns).strftime("%Y-%m-%d %H:%M:%S")
             self._second, self._text = second, f"{utc} UTC | {self.label}"
         return self._text
 
