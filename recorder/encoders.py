@@ -1,7 +1,8 @@
 """PyAV encoders: H.264 (libx264) for screen and camera, AAC or Opus for audio.
 
 Colour conversion is OpenCV's ``cvtColor`` BGR(A) -> I420 (about 7x cheaper than PyAV's
-reformat). Video pts are capture times in ms since the session origin; audio pts count samples.
+reformat); a camera that already delivers I420 planes is encoded without conversion. Video pts
+are capture times in ms since the session origin; audio pts count samples.
 """
 
 from __future__ import annotations
@@ -66,16 +67,21 @@ class VideoEncoder:
         self.last_pts = -1
         self.first_pts: int | None = None
 
-    def encode(self, img: np.ndarray, pts_ms: int) -> list[Any]:
-        if img.shape[0] != self.spec.height or img.shape[1] != self.spec.width:
-            raise EncoderError(self.name, f"frame {img.shape[1]}x{img.shape[0]} does not match "
+    def encode(self, img: np.ndarray, pts_ms: int, i420: bool = False) -> list[Any]:
+        """Encode a BGR(A) frame, or with ``i420`` its Y, U and V planes ``(h * 3 // 2, w)``."""
+        h = img.shape[0] * 2 // 3 if i420 else img.shape[0]
+        if h != self.spec.height or img.shape[1] != self.spec.width or (i420 and img.ndim != 2):
+            raise EncoderError(self.name, f"frame {img.shape[1]}x{h} does not match "
                                           f"{self.spec.width}x{self.spec.height}")
         if pts_ms <= self.last_pts:  # pts strictly increase within a stream
             pts_ms = self.last_pts + 1
-        code = cv2.COLOR_BGRA2YUV_I420 if img.shape[2] == 4 else cv2.COLOR_BGR2YUV_I420
-        yuv = cv2.cvtColor(img, code)
+        if i420:
+            yuv = img
+        else:
+            code = cv2.COLOR_BGRA2YUV_I420 if img.shape[2] == 4 else cv2.COLOR_BGR2YUV_I420
+            yuv = cv2.cvtColor(img, code)
         # wraps the array (no copy here; libavcodec copies it into x264's picture, GIL released)
-        frame = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")  # type: ignore[arg-type]
+        frame = av.VideoFrame.from_numpy_buffer(yuv, format="yuv420p")
         frame.pts, frame.time_base = pts_ms, MS
         try:
             packets = self.stream.encode(frame)

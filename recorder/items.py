@@ -15,9 +15,10 @@ import numpy as np
 @dataclass(slots=True)
 class VideoFrame:
     capture_ns: int
-    image: np.ndarray  # (h, w, 3) BGR or (h, w, 4) BGRA, owned
+    image: np.ndarray  # (h, w, 3) BGR or (h, w, 4) BGRA, or with i420 (h * 3 // 2, w); owned
     seq: int = 0       # per-source frame number (from 0)
     paused: bool = False
+    i420: bool = False  # image holds the Y, U and V planes as the encoder takes them
 
 
 @dataclass(slots=True)

@@ -149,7 +149,7 @@ class Pipeline:
         self._overflows_at_seg = 0
         # health
         self._recent: dict[str, deque[int]] = {n: deque(maxlen=64) for n in self.sources}
-        self.last_camera: np.ndarray | None = None
+        self.last_camera: VideoFrame | None = None
 
     # --- control ---------------------------------------------------------------------------
     def start(self, first_item_timeout_s: float = 5.0) -> None:
@@ -334,10 +334,10 @@ class Pipeline:
         if self.watermark is not None:
             if not img.flags.writeable:
                 img = img.copy()
-            self.watermark.apply(img, item.capture_ns)
+            self.watermark.apply(img, item.capture_ns, i420=item.i420)
         if name == "camera":
-            self.last_camera = item.image
-        self.writer.write_video(name, img, pts)
+            self.last_camera = item
+        self.writer.write_video(name, img, pts, i420=item.i420)
         for st in (self.totals[name], self.seg_stats[name]):
             st.encoded += 1
             st.seen(pts)
@@ -526,7 +526,10 @@ class Pipeline:
                              "dropped_full": q.dropped_full, "dropped_late": q.dropped_late}
         thumb = None
         if self.last_camera is not None:
-            thumb = cv2.resize(self.last_camera[..., :3], (160, 90), interpolation=cv2.INTER_AREA)
+            cam = self.last_camera.image
+            if self.last_camera.i420:
+                cam = cv2.cvtColor(cam, cv2.COLOR_YUV2BGR_I420)
+            thumb = cv2.resize(cam[..., :3], (160, 90), interpolation=cv2.INTER_AREA)
         mic = self.sources.get("audio")
         return {"streams": streams, "segments": self.seq, "paused": self._paused,
                 "mic_dbfs": round(float(getattr(mic, "level_dbfs", -120.0)), 1) if mic else None,

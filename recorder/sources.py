@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from recorder.items import AudioChunk, DropQueue, OpEvent, VideoFrame
+from recorder.packets import PacketDecoder, frame_image, open_packets
 from station import logs
 from station.clock import Clock
 from station.errors import DeviceLost, UsageError
@@ -279,7 +280,9 @@ class CameraSource(Source):
 
     Requested resolution and fps are negotiated with the device and the actual values reported in
     ``info``. A regular file is played in real time at the requested fps and looped (that is how
-    tests and demos bring a camera). Frames are BGR scaled to ``width`` x ``height``.
+    tests and demos bring a camera). Frames are BGR scaled to ``width`` x ``height``, except that
+    a file or URL whose pictures are already yuv420p of that size is passed on as I420 planes
+    (see :mod:`recorder.packets`: OpenCV demuxes, PyAV decodes, no BGR round trip).
     """
 
     name = "camera"
@@ -291,11 +294,16 @@ class CameraSource(Source):
         self.src: str | int = int(src) if isinstance(src, str) and src.isdigit() else src
         self.width, self.height, self.fps = int(width), int(height), float(fps)
         self._cap: Any = None
+        self._packets: PacketDecoder | None = None
         self._is_file = isinstance(self.src, str) and os.path.isfile(self.src)
 
     def _open(self) -> None:
         cap = None
         if isinstance(self.src, str):
+            opened = open_packets(self.src)
+            if opened is not None:
+                cap, self._packets = opened
+        if cap is None and isinstance(self.src, str):
             # a file or stream: FFmpeg decodes it with one thread. Its default (a frame thread
             # per core and one more) costs ~20 % more CPU per frame on a 2-core seat, and the
             # camera thread only needs 25 frames a second, not the fastest decode.
@@ -315,14 +323,30 @@ class CameraSource(Source):
                      "device_width": int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
                      "device_height": int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)),
                      "device_fps": round(float(cap.get(cv2.CAP_PROP_FPS) or 0), 3),
-                     "width": self.width, "height": self.height, "fps": self.fps}
+                     "width": self.width, "height": self.height, "fps": self.fps,
+                     "decoder": f"pyav-{self._packets.codec}" if self._packets else "opencv"}
 
-    def _read(self) -> np.ndarray | None:
+    def _read(self) -> tuple[np.ndarray, bool] | None:
+        """(image, is_i420) of the next picture, or None if the device gave none."""
+        if self._packets is not None:
+            frame = self._packets.next(drain_at_end=self._is_file)
+            if frame is None and self._is_file:  # loop a file
+                self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+                frame = self._packets.next(drain_at_end=True)
+            return None if frame is None else frame_image(frame, self.width, self.height)
         ok, img = self._cap.read()
         if not ok and self._is_file:  # loop a file
             self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
             ok, img = self._cap.read()
-        return img if ok else None
+        return (img, False) if ok else None
+
+    def _skip(self, n: int) -> None:
+        """Pass over n pictures a late thread missed (decoded, as later ones reference them)."""
+        for _ in range(n):
+            if self._packets is not None:
+                self._packets.next(drain_at_end=self._is_file)
+            else:
+                self._cap.grab()
 
     def _run(self) -> None:
         period_ns = int(1e9 / self.fps)
@@ -334,18 +358,21 @@ class CameraSource(Source):
                 wait_s = (due_ns - self.clock.now_ns()) / 1e9
                 if wait_s > 0 and self._stop.wait(wait_s):
                     break
-            img = self._read()
+            got = self._read()
             capture_ns = self.clock.now_ns()
-            if img is None:
+            if got is None:
                 failed += 1
                 if failed >= self.MAX_FAILED_READS:
                     raise DeviceLost(str(self.src), f"{failed} reads in a row failed")
                 self._stop.wait(0.02)
                 continue
             failed = 0
-            if img.ndim == 2:
-                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-            self._push(VideoFrame(capture_ns, fit_frame(img, self.width, self.height), seq=tick))
+            img, i420 = got
+            if not i420:
+                if img.ndim == 2:
+                    img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+                img = fit_frame(img, self.width, self.height)
+            self._push(VideoFrame(capture_ns, img, seq=tick, i420=i420))
             tick += 1
             if self._is_file:
                 behind = (self.clock.now_ns() - start_ns) // period_ns - tick \
@@ -353,14 +380,14 @@ class CameraSource(Source):
                 if behind > 0:
                     assert self.queue is not None
                     self.queue.count_drop(int(behind))
-                    for _ in range(int(behind)):
-                        self._cap.grab()
+                    self._skip(int(behind))
                     tick += int(behind)
 
     def _close(self) -> None:
         if self._cap is not None:
             self._cap.release()
             self._cap = None
+            self._packets = None
 
 
 class MicrophoneSource(Source):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import av
 import nacl.public
 import numpy as np
 
+from recorder.encoders import AudioSpec, VideoSpec
+from recorder.pipeline import Pipeline, PipelineConfig
 from station.crypto import SealedReader, Truncated
 from station.crypto.keys import recipient_text
 from station.secrets import SIGNING_KEY, SecretStore
@@ -136,3 +139,48 @@ def onsets_ms(decoded: Decoded, rate_hz: int = 48000, threshold: float = 0.1,
             if not out or t - out[-1] > min_gap_ms:
                 out.append(t)
     return out
+
+
+class MemWriter:
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.flushes = 0
+
+    def write(self, b: bytes) -> int:
+        self.buf += b
+        return len(b)
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+class MemSealer:
+    """Call-sequence stand-in for SessionSealer (unit tests only; sealing is proven elsewhere)."""
+
+    def __init__(self) -> None:
+        self.files: dict[tuple[int, str], MemWriter] = {}
+        self.closed: list[tuple[int, dict[str, Any]]] = []
+
+    def open_segment(self, seq: int, kind: str) -> MemWriter:
+        w = self.files[(seq, kind)] = MemWriter()
+        return w
+
+    def close_segment(self, seq: int, stats: dict[str, Any]) -> dict[str, Any]:
+        self.closed.append((seq, stats))
+        return {"seq": seq}
+
+
+def small_config(**kw: Any) -> PipelineConfig:
+    base: dict[str, Any] = {"screen": VideoSpec(320, 240, 10, preset="ultrafast"),
+                            "camera": VideoSpec(320, 240, 10, preset="ultrafast"),
+                            "audio": AudioSpec(), "segment_s": 60, "holdback_ms": 50}
+    base.update(kw)
+    return PipelineConfig(**base)
+
+
+def run_pipeline(p: Pipeline, seconds: float) -> None:
+    p.start()
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and not p.done.is_set():
+        time.sleep(0.02)
+    p.stop()

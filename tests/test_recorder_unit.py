@@ -19,58 +19,22 @@ from recorder.encoders import AudioSpec, VideoSpec
 from recorder.fake import FakeCameraSource, FakeScreenSource
 from recorder.filters import PassThroughFilter
 from recorder.items import AudioChunk, DropQueue, VideoFrame
-from recorder.pipeline import Pipeline, PipelineConfig
+from recorder.pipeline import Pipeline
 from recorder.sources import PacedSource, Source, parse_monitor
 from recorder.watermark import Watermark
 from station.clock import Clock
 from station.context import Context
 from station.errors import DeviceLost, DiskFull, SecretMissing, StopCode, UsageError
-from tests.recordkit import decode_media, make_station, plaintext, session_segments
-
-
-class MemWriter:
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.flushes = 0
-
-    def write(self, b: bytes) -> int:
-        self.buf += b
-        return len(b)
-
-    def flush(self) -> None:
-        self.flushes += 1
-
-
-class MemSealer:
-    """Call-sequence stand-in for SessionSealer (unit tests only; sealing is proven elsewhere)."""
-
-    def __init__(self) -> None:
-        self.files: dict[tuple[int, str], MemWriter] = {}
-        self.closed: list[tuple[int, dict[str, Any]]] = []
-
-    def open_segment(self, seq: int, kind: str) -> MemWriter:
-        w = self.files[(seq, kind)] = MemWriter()
-        return w
-
-    def close_segment(self, seq: int, stats: dict[str, Any]) -> dict[str, Any]:
-        self.closed.append((seq, stats))
-        return {"seq": seq}
-
-
-def small_config(**kw: Any) -> PipelineConfig:
-    base: dict[str, Any] = {"screen": VideoSpec(320, 240, 10, preset="ultrafast"),
-                            "camera": VideoSpec(320, 240, 10, preset="ultrafast"),
-                            "audio": AudioSpec(), "segment_s": 60, "holdback_ms": 50}
-    base.update(kw)
-    return PipelineConfig(**base)
-
-
-def run_pipeline(p: Pipeline, seconds: float) -> None:
-    p.start()
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and not p.done.is_set():
-        time.sleep(0.02)
-    p.stop()
+from tests.recordkit import (
+    MemSealer,
+    MemWriter,
+    decode_media,
+    make_station,
+    plaintext,
+    run_pipeline,
+    session_segments,
+    small_config,
+)
 
 
 def test_full_queue_drops_new_items_and_counts_them() -> None:
@@ -410,9 +374,9 @@ def test_video_streams_encode_on_their_own_threads_and_every_frame_reaches_the_c
     seen: set[tuple[str, str]] = set()
     real_encode = encoders.VideoEncoder.encode
 
-    def spy(self: encoders.VideoEncoder, img: np.ndarray, pts_ms: int) -> list[Any]:
+    def spy(self: encoders.VideoEncoder, img: np.ndarray, pts_ms: int, i420: bool = False) -> list[Any]:
         seen.add((self.name, threading.current_thread().name))
-        return real_encode(self, img, pts_ms)
+        return real_encode(self, img, pts_ms, i420)
 
     monkeypatch.setattr(encoders.VideoEncoder, "encode", spy)
     sink = MemWriter()
