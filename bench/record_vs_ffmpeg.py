@@ -135,7 +135,7 @@ def main() -> None:
             print(f"load average after: {os.getloadavg()[0]:.2f}")
             ratios.append(report(st, ff, args.seconds))
     if len(ratios) > 1:
-        print(f"ratios: {', '.join(f'{r:.2f}' for r in sorted(ratios))}; "
+        print(f"ratios: {', '.join(f'{r:.3f}' for r in sorted(ratios))}; "
               f"median {statistics.median(ratios):.3f} (target <= 0.9)")
 
 
@@ -145,7 +145,7 @@ def report(st: dict[str, float | str], ff: dict[str, float | str], seconds: floa
         print(f"{name:8} {r['cpu_s']:7.1f} {float(r['cpu_s']) / seconds:8.3f} {r['rss_mib']:7.0f}MB "
               f"{r['dropped']:8}  {r['detail']}")
     ratio = (float(st["cpu_s"]) / float(ff["cpu_s"])) if ff["cpu_s"] else float("nan")
-    print(f"ratio station/ffmpeg: {ratio:.2f} (target <= 0.9, sealing on); "
+    print(f"ratio station/ffmpeg: {ratio:.3f} (target <= 0.9, sealing on); "
           f"station sealed output {st['mbit_s']:.2f} Mbit/s", flush=True)
     return ratio
 
