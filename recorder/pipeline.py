@@ -77,6 +77,9 @@ class StreamStats:
                 "first_pts_ms": self.first_pts_ms, "last_pts_ms": self.last_pts_ms}
 
 
+AUDIO_QUEUE_MIN_S = 10.0
+
+
 @dataclass
 class PipelineConfig:
     screen: VideoSpec | None
@@ -111,8 +114,12 @@ class Pipeline:
         rates = {"screen": config.screen.fps if config.screen else 1,
                  "camera": config.camera.fps if config.camera else 1,
                  "audio": config.audio.rate_hz / microphone_block(microphone) if config.audio else 1}
+        # audio blocks are small (~10 KB): its queue holds AUDIO_QUEUE_MIN_S at least, so a stall
+        # of the pipeline (a starved encoder) drops video frames but keeps the conversation whole
+        seconds = {n: max(config.queue_s, AUDIO_QUEUE_MIN_S) if n == "audio" else config.queue_s
+                   for n in self.sources}
         self.queues: dict[str, DropQueue[Any]] = {
-            n: DropQueue(max(4, int(rates[n] * config.queue_s))) for n in self.sources}
+            n: DropQueue(max(4, int(rates[n] * seconds[n]))) for n in self.sources}
         self.totals: dict[str, StreamStats] = {n: StreamStats() for n in self.sources}
         self.seg_stats: dict[str, StreamStats] = {}
         self._drops_at_seg: dict[str, int] = {}

@@ -135,8 +135,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("capture.fragment_seconds", float, 1.0, "Seconds per container fragment; each fragment is "
         "flushed into the sealed file, so at most this much is lost in a crash.", min=0.2, max=10),
     Key("capture.watermark", bool, True, "Burn UTC time, station and agent into screen and camera."),
-    Key("capture.queue_seconds", float, 2.0, "Capacity of each source queue in seconds; a full queue "
-        "drops (and counts) rather than blocking a device.", min=0.2, max=30),
+    Key("capture.queue_seconds", float, 2.0, "Capacity of each source queue in seconds (the "
+        "microphone's holds at least 10 s); a full queue drops (and counts) rather than blocking a "
+        "device.", min=0.2, max=30),
     # --- masking ----------------------------------------------------------------------------
     Key("masking.enabled", bool, True, "Mask customer data on screen frames before encoding."),
     Key("masking.engine", str, "onnx", "OCR engine: PP-OCR in ONNX (shipped in the package) or "

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -15,8 +16,9 @@ import av
 import numpy as np
 import pytest
 
+from recorder import encoders
 from recorder.encoders import AudioSpec, VideoSpec
-from recorder.fake import FakeCameraSource, FakeScreenSource
+from recorder.fake import FakeCameraSource, FakeMicrophoneSource, FakeScreenSource
 from recorder.filters import PassThroughFilter
 from recorder.items import AudioChunk, DropQueue, VideoFrame
 from recorder.pipeline import Pipeline
@@ -366,9 +368,6 @@ def test_audio_codec_from_policy_keeps_beeps_on_the_session_clock(codec: str) ->
 
 def test_video_streams_encode_on_their_own_threads_and_every_frame_reaches_the_container(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    import threading
-
-    from recorder import encoders
     from recorder.segment_writer import SegmentWriter
 
     seen: set[tuple[str, str]] = set()
@@ -465,3 +464,26 @@ def test_frames_dropped_before_the_gate_count_in_no_segment() -> None:
     assert p.queues["screen"].dropped == 0  # the pre-roll drops were reset at the gate
     streams = sealer.closed[-1][1]["streams"]
     assert streams["screen"]["dropped"] == 0 and streams["camera"]["dropped"] == 0, streams
+
+
+def test_a_stalled_encoder_drops_video_frames_but_no_audio(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_encode = encoders.VideoEncoder.encode
+    stalled = threading.Event()
+
+    def slow(self: encoders.VideoEncoder, img: np.ndarray, pts_ms: int, i420: bool = False) -> list[Any]:
+        if self.frames == 5 and not stalled.is_set():  # a starved encoder thread, once, for 2.5 s
+            stalled.set()
+            time.sleep(2.5)
+        return real_encode(self, img, pts_ms, i420)
+
+    monkeypatch.setattr(encoders.VideoEncoder, "encode", slow)
+    clock = Clock()
+    sealer = MemSealer()
+    cfg = small_config(camera=None, queue_s=0.5)
+    p = Pipeline(clock, cfg, sealer, screen=FakeScreenSource(clock, fps=10, width=320, height=240),
+                 microphone=FakeMicrophoneSource(clock))
+    run_pipeline(p, 4.5)
+    assert stalled.is_set() and p.stop_code == StopCode.NORMAL
+    streams = sealer.closed[-1][1]["streams"]
+    assert streams["screen"]["dropped"] > 0, streams  # the video queue (0.5 s) overflowed
+    assert streams["audio"]["dropped"] == 0 and p.audio_silence_inserted == 0, streams
