@@ -67,10 +67,11 @@ class VideoEncoder:
         self.last_pts = -1
         self.first_pts: int | None = None
 
-    def encode(self, img: np.ndarray, pts_ms: int, i420: bool = False) -> list[Any]:
-        """Encode a BGR(A) frame, or with ``i420`` its Y, U and V planes ``(h * 3 // 2, w)``."""
+    def encode(self, img: np.ndarray, pts_ms: int) -> list[Any]:
+        """Encode a BGR(A) frame ``(h, w, 3|4)``, or I420 planes ``(h * 3 // 2, w)`` as they are."""
+        i420 = img.ndim == 2
         h = img.shape[0] * 2 // 3 if i420 else img.shape[0]
-        if h != self.spec.height or img.shape[1] != self.spec.width or (i420 and img.ndim != 2):
+        if h != self.spec.height or img.shape[1] != self.spec.width or (i420 and img.shape[0] != h * 3 // 2):
             raise EncoderError(self.name, f"frame {img.shape[1]}x{h} does not match "
                                           f"{self.spec.width}x{self.spec.height}")
         if pts_ms <= self.last_pts:  # pts strictly increase within a stream

@@ -50,7 +50,6 @@ class PacketDecoder:
         ok, extra = cap.retrieve(flag=int(cap.get(cv2.CAP_PROP_CODEC_EXTRADATA_INDEX)))
         if ok and extra is not None and extra.size:
             self.ctx.extradata = extra.tobytes()
-        self.bad_packets = 0
         self._ready: collections.deque[Any] = collections.deque()
 
     def next(self, *, drain_at_end: bool = False) -> Any | None:
@@ -86,7 +85,6 @@ class PacketDecoder:
             self._ready.extend(self.ctx.decode(None if pkt is None else av.Packet(pkt.tobytes())))
             return True
         except av.error.FFmpegError as exc:
-            self.bad_packets += 1
             log.warning("camera packet not decodable (%s): %s", self.codec, exc)
             return False
 

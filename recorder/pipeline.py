@@ -344,7 +344,7 @@ class Pipeline:
             self.watermark.apply(img, item.capture_ns, i420=item.i420)
         if name == "camera":
             self.last_camera = item
-        self.writer.write_video(name, img, pts, i420=item.i420)
+        self.writer.write_video(name, img, pts)
         for st in (self.totals[name], self.seg_stats[name]):
             st.encoded += 1
             st.seen(pts)

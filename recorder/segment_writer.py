@@ -63,7 +63,7 @@ class _EncodeWorker:
 
     def __init__(self, enc: VideoEncoder, capacity: int) -> None:
         self.enc = enc
-        self._in: queue.Queue[tuple[Any, int, bool] | None] = queue.Queue(max(1, capacity))
+        self._in: queue.Queue[tuple[Any, int] | None] = queue.Queue(max(1, capacity))
         self._out: deque[Any] = deque()
         self.error: BaseException | None = None
         self._aborted = False
@@ -90,7 +90,7 @@ class _EncodeWorker:
                 raise err
             raise EncoderError(self.enc.name, err) from err
 
-    def _put(self, item: tuple[Any, int, bool] | None) -> None:
+    def _put(self, item: tuple[Any, int] | None) -> None:
         """Queue for the thread; a thread that died meanwhile raises here instead of blocking."""
         self._check()
         while self._thread.is_alive():
@@ -100,8 +100,8 @@ class _EncodeWorker:
         self._check()
         raise EncoderError(self.enc.name, "the encoder thread ended")
 
-    def submit(self, img: Any, pts_ms: int, i420: bool = False) -> None:
-        self._put((img, pts_ms, i420))
+    def submit(self, img: Any, pts_ms: int) -> None:
+        self._put((img, pts_ms))
 
     def take(self) -> list[Any]:
         self._check()
@@ -172,9 +172,9 @@ class SegmentWriter:
             if packets:
                 self._mux(packets, name)
 
-    def write_video(self, name: str, img: Any, pts_ms: int, *, i420: bool = False) -> None:
+    def write_video(self, name: str, img: Any, pts_ms: int) -> None:
         """Queue a BGR(A) frame (or I420 planes) for encoding; packets encoded so far are muxed."""
-        self.workers[name].submit(img, pts_ms, i420)
+        self.workers[name].submit(img, pts_ms)
         self._mux_ready()
 
     def write_audio(self, samples: Any, pts: int) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,3 +185,14 @@ def run_pipeline(p: Pipeline, seconds: float) -> None:
     while time.monotonic() < deadline and not p.done.is_set():
         time.sleep(0.02)
     p.stop()
+
+
+H264 = ("-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p")
+
+
+def make_video(path: Path, *, size: str = "1280x720", rate: int = 25, frames: int = 250,
+               codec: tuple[str, ...] = H264) -> Path:
+    """A camera file (ffmpeg's testsrc2 pattern): what tests bring instead of a webcam."""
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={rate}",
+                    "-frames:v", str(frames), *codec, str(path)], check=True)
+    return path

@@ -4,7 +4,6 @@ what reaches the container is the camera's own picture, watermark included."""
 from __future__ import annotations
 
 import io
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,13 +18,7 @@ from recorder.pipeline import Pipeline
 from recorder.sources import CameraSource
 from recorder.watermark import Watermark
 from station.clock import Clock
-from tests.recordkit import MemSealer, run_pipeline, small_config
-
-
-def make_video(path: Path, size: str, frames: int, *codec: str) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=10",
-                    "-frames:v", str(frames), *codec, str(path)], check=True)
-    return path
+from tests.recordkit import MemSealer, make_video, run_pipeline, small_config
 
 
 def pyav_pictures(path: Path) -> list[np.ndarray]:
@@ -50,8 +43,8 @@ def capture(src: CameraSource, n: int, timeout_s: float = 20.0) -> list[VideoFra
 def bframes_h264(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # x264's default preset uses B-frames: pictures come out of the decoder in another order
     # than packets go in, and the last ones only when the decoder is drained at the end
-    return make_video(tmp_path_factory.mktemp("cam") / "cam.mkv", "320x240", 10,
-                      "-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p")
+    return make_video(tmp_path_factory.mktemp("cam") / "cam.mkv", size="320x240", rate=10, frames=10,
+                      codec=("-c:v", "libx264", "-bf", "3", "-pix_fmt", "yuv420p"))
 
 
 def test_h264_file_camera_delivers_its_own_i420_pictures_in_order_across_loops(bframes_h264: Path) -> None:
@@ -80,7 +73,7 @@ def test_i420_picture_is_what_opencv_itself_decodes(bframes_h264: Path) -> None:
 
 
 def test_other_sizes_are_fitted_as_bgr(tmp_path: Path) -> None:
-    path = make_video(tmp_path / "big.mp4", "640x480", 5, "-c:v", "libx264", "-pix_fmt", "yuv420p")
+    path = make_video(tmp_path / "big.mp4", size="640x480", rate=10, frames=5)
     src = CameraSource(Clock(), str(path), width=320, height=180, fps=100)
     frames = capture(src, 5)
     assert src.info["decoder"] == "pyav-h264"
@@ -92,7 +85,7 @@ def test_other_sizes_are_fitted_as_bgr(tmp_path: Path) -> None:
 
 
 def test_a_codec_without_a_packet_decoder_falls_back_to_opencv(tmp_path: Path) -> None:
-    path = make_video(tmp_path / "lossless.mkv", "320x240", 5, "-c:v", "ffv1")
+    path = make_video(tmp_path / "lossless.mkv", size="320x240", rate=10, frames=5, codec=("-c:v", "ffv1"))
     src = CameraSource(Clock(), str(path), width=320, height=240, fps=100)
     frames = capture(src, 5)
     assert src.info["decoder"] == "opencv"
@@ -143,3 +136,22 @@ def test_camera_file_is_recorded_without_conversion_and_watermarked(bframes_h264
     assert all((b - a) % 10 == 1 for a, b in zip(matched, matched[1:], strict=False)), matched
     thumb = p.health()["camera_thumbnail"]
     assert thumb.shape == (90, 160, 3)
+
+
+def test_encoder_takes_i420_planes_as_they_are_and_refuses_a_wrong_shape() -> None:
+    from recorder.encoders import VideoEncoder
+    from station.errors import EncoderError
+
+    out = io.BytesIO()
+    with av.open(out, "w", format="matroska") as c:
+        enc = VideoEncoder(c, "camera", VideoSpec(320, 240, 10, preset="ultrafast", crf=10))
+        yuv = np.concatenate([np.full((240, 320), 200, np.uint8), np.full((120, 320), 60, np.uint8)])
+        packets = [p for k in range(3) for p in enc.encode(yuv, k * 100)] + enc.flush()
+        with pytest.raises(EncoderError, match="does not match"):
+            enc.encode(np.zeros((240, 320), np.uint8), 400)  # a grey picture is not I420
+        for p in packets:
+            c.mux(p)
+    with av.open(io.BytesIO(out.getvalue())) as c:
+        pic = next(c.decode(video=0)).to_ndarray()
+    # the planes went in unconverted: Y ~200, U and V ~60 (a BGR reading would have moved them)
+    assert abs(int(pic[:240].mean()) - 200) <= 2 and abs(int(pic[240:].mean()) - 60) <= 2

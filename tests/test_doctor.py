@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY, SecretStore
+from tests.recordkit import make_video
 from tests.services import S3Server, SeaweedServer
 
 pytestmark = pytest.mark.integration
@@ -38,10 +39,7 @@ def doctor(home: Path, policy: Path | None, env_changes: dict[str, str | None] |
 
 @pytest.fixture
 def camera_file(tmp_path: Path) -> Path:
-    path = tmp_path / "cam.mkv"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc=size=320x240:rate=10", "-t", "1",
-                    "-c:v", "libx264", "-y", str(path)], check=True)
-    return path
+    return make_video(tmp_path / "cam.mkv", size="320x240", rate=10, frames=10)
 
 
 def s3_policy(tmp_path: Path, server: S3Server, bucket: str, camera: Path) -> Path:

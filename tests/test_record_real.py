@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from recorder.fake import BITS, BLOCK, draw_stamp, read_stamp
-from tests.recordkit import Decoded, decode_media, make_station, onsets_ms, plaintext, session_segments
+from tests.recordkit import Decoded, decode_media, make_station, make_video, onsets_ms, plaintext, session_segments
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e, pytest.mark.slow]
 
@@ -33,10 +33,7 @@ FLASH_S = 0.3
 
 
 def make_camera_file(path: Path, seconds: int = 10) -> Path:
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i",
-                    f"testsrc2=size=1280x720:rate=25:duration={seconds}", "-c:v", "libx264",
-                    "-preset", "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
-    return path
+    return make_video(path, frames=25 * seconds)
 
 
 class Stimulus:

@@ -373,9 +373,9 @@ def test_video_streams_encode_on_their_own_threads_and_every_frame_reaches_the_c
     seen: set[tuple[str, str]] = set()
     real_encode = encoders.VideoEncoder.encode
 
-    def spy(self: encoders.VideoEncoder, img: np.ndarray, pts_ms: int, i420: bool = False) -> list[Any]:
+    def spy(self: encoders.VideoEncoder, img: np.ndarray, pts_ms: int) -> list[Any]:
         seen.add((self.name, threading.current_thread().name))
-        return real_encode(self, img, pts_ms, i420)
+        return real_encode(self, img, pts_ms)
 
     monkeypatch.setattr(encoders.VideoEncoder, "encode", spy)
     sink = MemWriter()
@@ -470,11 +470,11 @@ def test_a_stalled_encoder_drops_video_frames_but_no_audio(monkeypatch: pytest.M
     real_encode = encoders.VideoEncoder.encode
     stalled = threading.Event()
 
-    def slow(self: encoders.VideoEncoder, img: np.ndarray, pts_ms: int, i420: bool = False) -> list[Any]:
+    def slow(self: encoders.VideoEncoder, img: np.ndarray, pts_ms: int) -> list[Any]:
         if self.frames == 5 and not stalled.is_set():  # a starved encoder thread, once, for 2.5 s
             stalled.set()
             time.sleep(2.5)
-        return real_encode(self, img, pts_ms, i420)
+        return real_encode(self, img, pts_ms)
 
     monkeypatch.setattr(encoders.VideoEncoder, "encode", slow)
     clock = Clock()
