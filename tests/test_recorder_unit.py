@@ -487,3 +487,29 @@ def test_a_stalled_encoder_drops_video_frames_but_no_audio(monkeypatch: pytest.M
     streams = sealer.closed[-1][1]["streams"]
     assert streams["screen"]["dropped"] > 0, streams  # the video queue (0.5 s) overflowed
     assert streams["audio"]["dropped"] == 0 and p.audio_silence_inserted == 0, streams
+
+
+def test_screen_frames_carry_the_cursor_where_the_pointer_is(display: str) -> None:
+    """The cursor is blended in with numpy: frames equal mss's own (Python-loop) merge, and the
+    pixels that differ from a grab without the cursor sit at the pointer that xdotool placed."""
+    import mss
+
+    from recorder.sources import ScreenSource
+
+    subprocess.run(["xdotool", "mousemove", "700", "500"], check=True)
+    area = {"left": 600, "top": 400, "width": 200, "height": 200}
+    frames = {}
+    for cursor in (True, False):
+        src = ScreenSource(Clock(), monitor="600,400,200,200", fps=10, width=200, height=200,
+                           draw_cursor=cursor)
+        src._open()
+        src.queue = q = DropQueue(2)
+        src._tick(0)
+        src._close()
+        frames[cursor] = q.drain()[0].image[..., :3].astype(int)
+    with mss.MSS(with_cursor=True) as sct:
+        reference = np.frombuffer(sct.grab(area).raw, np.uint8).reshape(200, 200, 4)[..., :3].astype(int)
+    assert np.abs(frames[True] - reference).max() <= 1  # rounding of the blend
+    ys, xs = np.nonzero(np.any(frames[True] != frames[False], axis=2))
+    assert len(ys) > 20  # the X cursor is drawn ...
+    assert 80 <= xs.min() <= 100 <= xs.max() <= 130 and 80 <= ys.min() <= 100 <= ys.max() <= 130  # ... at 700,500
