@@ -9,6 +9,10 @@ their ratio (target <= 0.9), dropped frames and peak RSS. The station runs with 
 default (the policy default is on; ffmpeg does no masking): ``--masking`` measures it on. The
 station also burns in its watermark, which the ffmpeg reference does not draw.
 
+The project's modules are byte-compiled before the runs, as in an installed station (the
+PyInstaller build ships bytecode; an editable install under PYTHONDONTWRITEBYTECODE=1 would
+otherwise compile ~0.1 CPU s of source at every start).
+
 Run with the test services:  ./dev bench record_vs_ffmpeg [--seconds 60] [--runs N]
 Numbers on a machine shared with other work are indicative only: ffmpeg alone varies by +-6 % run to
 run here, so ``--runs N`` alternates the two N times and prints the median of the N ratios.
@@ -17,6 +21,7 @@ run here, so ``--runs N`` alternates the two N times and prints the median of th
 from __future__ import annotations
 
 import argparse
+import compileall
 import json
 import os
 import re
@@ -120,6 +125,8 @@ def main() -> None:
         raise SystemExit("needs the test services (./dev bench record_vs_ffmpeg) and the ffmpeg CLI")
     if args.runs < 1:
         raise SystemExit("--runs takes a whole number >= 1")
+    for package in ("station", "recorder", "uploader", "ui"):
+        compileall.compile_dir(REPO / package, quiet=1)
     ratios = []
     with tempfile.TemporaryDirectory(prefix="bench-rec-") as tmp:
         cam = Path(tmp) / "camera.mp4"

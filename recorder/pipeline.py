@@ -312,7 +312,8 @@ class Pipeline:
             self._write_oplog(capture_ns)
             if name == "screen":
                 if self._pause_spans and self._in_pause(capture_ns):
-                    item = VideoFrame(capture_ns, self._paused_card(item.image), item.seq, paused=True)
+                    item = VideoFrame(capture_ns, self._paused_card(item.image), item.seq, paused=True,
+                                      i420=item.i420)
                 for out in self.filter.push(item):
                     self._video_out("screen", out)
             elif name == "camera":
@@ -323,10 +324,15 @@ class Pipeline:
 
     def _paused_card(self, like: np.ndarray) -> np.ndarray:
         if self._card is None or self._card.shape != like.shape:
-            card = np.full(like.shape, 48, np.uint8)
-            h, w = like.shape[:2]
-            cv2.putText(card, "PAUSED", (w // 2 - 150, h // 2), cv2.FONT_HERSHEY_SIMPLEX,
-                        2.5, (230,) * like.shape[2], 4)
+            if like.ndim == 2:  # I420 planes: grey luma, neutral chroma
+                card = np.full(like.shape, 128, np.uint8)
+                luma = card[:like.shape[0] * 2 // 3]
+                luma[...] = 48
+            else:
+                card = luma = np.full(like.shape, 48, np.uint8)
+            h, w = luma.shape[:2]
+            cv2.putText(luma, "PAUSED", (w // 2 - 150, h // 2), cv2.FONT_HERSHEY_SIMPLEX,
+                        2.5, (230,) * (luma.shape[2] if luma.ndim == 3 else 1), 4)
             self._card = card
         return self._card.copy()
 

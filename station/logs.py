@@ -16,6 +16,7 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,19 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, ensure_ascii=False)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is when a record is emitted, not as it was at set-up: a
+    stderr replaced later (a test's capture, a GUI redirect) and then closed is never written to."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
+
+
 def setup(level: str = "INFO", json_logs: bool = False, log_file: Path | None = None) -> None:
     """Configure the root 'dualrec' logger once: stderr (human or JSON), optionally a file."""
     root = logging.getLogger("dualrec")
@@ -47,7 +61,7 @@ def setup(level: str = "INFO", json_logs: bool = False, log_file: Path | None = 
         root.removeHandler(h)
     fmt: logging.Formatter = JsonFormatter() if json_logs else logging.Formatter(
         "%(asctime)s %(levelname)s %(name)s: %(message)s")
-    stream = logging.StreamHandler()
+    stream = StderrHandler()
     stream.setFormatter(fmt)
     stream.setLevel(os.environ.get("STATION_LOG_LEVEL", "WARNING" if not json_logs else level))
     root.addHandler(stream)

@@ -140,7 +140,9 @@ class RecordingSession:
                                                             channels=cap.audio_channels)}
         return {"screen": sources.ScreenSource(clock, monitor=self.monitor, fps=cap.screen_fps,
                                                width=cap.screen_width, height=cap.screen_height,
-                                               draw_cursor=cap.draw_cursor, on_change=self._device_event),
+                                               draw_cursor=cap.draw_cursor, on_change=self._device_event,
+                                               # no masker needs BGRA: I420 from the grab on
+                                               i420=not self.policy.masking.enabled),
                 "camera": sources.CameraSource(clock, self.camera_src, width=cap.camera_width,
                                                height=cap.camera_height, fps=cap.camera_fps)
                 if self.camera_src != "" else None,

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,3 +47,19 @@ def test_any_edited_removed_or_swapped_line_breaks_the_chain(tmp_path_factory, d
     path.write_text("\n".join(lines) + "\n")
     ok, detail = verify_audit(path)
     assert not ok and "line" in detail
+
+
+def test_diagnostic_log_follows_stderr_and_never_writes_to_a_closed_one(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread that logs after the stderr it was set up with was closed (a test's capture, a
+    GUI that redirected it) writes to the stderr of the moment, without a logging error."""
+    from station import logs
+
+    early, late = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", early)
+    logs.setup(level="INFO")
+    early.close()
+    monkeypatch.setattr(sys, "stderr", late)
+    logs.get("ui").warning("notification not delivered")
+    assert "dualrec.ui: notification not delivered" in late.getvalue()
+    assert "Logging error" not in late.getvalue()

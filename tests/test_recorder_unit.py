@@ -513,3 +513,44 @@ def test_screen_frames_carry_the_cursor_where_the_pointer_is(display: str) -> No
     ys, xs = np.nonzero(np.any(frames[True] != frames[False], axis=2))
     assert len(ys) > 20  # the X cursor is drawn ...
     assert 80 <= xs.min() <= 100 <= xs.max() <= 130 and 80 <= ys.min() <= 100 <= ys.max() <= 130  # ... at 700,500
+
+
+@pytest.mark.parametrize("pointer", [(700, 500), (604, 406), (795, 597), (590, 390)])
+def test_i420_screen_frames_come_from_the_shared_segment_and_equal_the_bgra_path(
+        display: str, pointer: tuple[int, int]) -> None:
+    """Without a masker the screen is converted to I420 straight from mss's shared segment (no
+    copy) and the cursor is patched into the planes: the frame equals the BGRA path's frame,
+    cursor included, converted afterwards, wherever the cursor is (inside, at odd offsets,
+    cut by the edges). A region of another size is scaled, then converted."""
+    import cv2
+
+    from recorder.sources import ScreenSource
+
+    subprocess.run(["xdotool", "mousemove", *map(str, pointer)], check=True)
+
+    def grab(i420: bool, monitor: str = "601,401,200,200", size: tuple[int, int] = (200, 200)) -> VideoFrame:
+        src = ScreenSource(Clock(), monitor=monitor, fps=10, width=size[0], height=size[1], i420=i420)
+        src._open()
+        assert (src._shm_grab is not None) == i420  # MIT-SHM works on Xvfb: the copy-free grab
+        src.queue = q = DropQueue(2)
+        src._tick(0)
+        src._close()
+        return q.drain()[0]
+
+    for _attempt in range(3):  # the screen must stand still between the grabs
+        before, planes, after = grab(False), grab(True), grab(False)
+        if np.array_equal(before.image, after.image):
+            break
+    assert planes.i420 and not before.i420 and planes.image.shape == (300, 200)
+    assert np.array_equal(planes.image, cv2.cvtColor(before.image, cv2.COLOR_BGRA2YUV_I420))
+    scaled = grab(True, monitor="600,400,400,300", size=(320, 240))
+    assert scaled.i420 and scaled.image.shape == (360, 320)
+
+
+def test_paused_card_for_i420_screen_frames_is_grey_with_neutral_chroma() -> None:
+    p = Pipeline(Clock(), small_config(camera=None, audio=None), MemSealer())
+    card = p._paused_card(np.zeros((360, 320), np.uint8))
+    assert card.shape == (360, 320)
+    assert (card[240:] == 128).all()  # U and V neutral: no colour cast
+    luma = card[:240]
+    assert (luma == 48).mean() > 0.8 and luma.max() >= 200  # grey with the white "PAUSED" text
