@@ -554,3 +554,35 @@ def test_paused_card_for_i420_screen_frames_is_grey_with_neutral_chroma() -> Non
     assert (card[240:] == 128).all()  # U and V neutral: no colour cast
     luma = card[:240]
     assert (luma == 48).mean() > 0.8 and luma.max() >= 200  # grey with the white "PAUSED" text
+
+
+def test_a_paused_i420_screen_records_the_grey_card_for_the_pause_only(display: str) -> None:
+    """A real screen source in I420 (masking off) through pause and resume: the frames captured
+    during the pause decode as the grey, colourless card, the others do not."""
+    from recorder.sources import ScreenSource
+
+    clock = Clock()
+    sealer = MemSealer()
+    p = Pipeline(clock, small_config(camera=None, audio=None), sealer,
+                 screen=ScreenSource(clock, monitor="0,0,320,240", fps=10, width=320, height=240, i420=True))
+    p.start()
+    time.sleep(0.8)
+    p.pause("customer reads card number")
+    time.sleep(0.8)
+    p.resume()
+    time.sleep(0.8)
+    p.stop()
+    gap = next(g for g in sealer.closed[0][1]["gaps"] if g["kind"] == "pause")
+
+    def planes(frame: Any) -> tuple[float, float]:
+        yuv = frame.to_ndarray(format="yuv420p")
+        return float(np.median(yuv[:240])), float(np.abs(yuv[240:].astype(int) - 128).mean())
+
+    dec = decode_media(bytes(sealer.files[(1, "media")].buf), keep_screen=planes)
+    inside = [f for t, f in zip(dec.screen_pts_ms, dec.screen_frames, strict=True)
+              if gap["start_pts_ms"] + 60 <= t < gap["end_pts_ms"] - 60]
+    outside = [f for t, f in zip(dec.screen_pts_ms, dec.screen_frames, strict=True)
+               if not gap["start_pts_ms"] - 60 <= t < gap["end_pts_ms"] + 60]
+    assert len(inside) >= 5 and len(outside) >= 10
+    assert all(abs(luma - 48) <= 2 and chroma < 2 for luma, chroma in inside)
+    assert not any(abs(luma - 48) <= 2 and chroma < 2 for luma, chroma in outside)
