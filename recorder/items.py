@@ -15,10 +15,25 @@ import numpy as np
 @dataclass(slots=True)
 class VideoFrame:
     capture_ns: int
-    image: np.ndarray  # (h, w, 3) BGR or (h, w, 4) BGRA, or with i420 (h * 3 // 2, w); owned
+    image: np.ndarray  # (h, w, 3) BGR, (h, w, 4) BGRA, or I420 planes (h * 3 // 2, w); owned
     seq: int = 0       # per-source frame number (from 0)
     paused: bool = False
-    i420: bool = False  # image holds the Y, U and V planes as the encoder takes them
+
+    @property
+    def i420(self) -> bool:
+        """The image holds the Y, U and V planes as the encoder takes them (sources turn grey
+        pictures into BGR, so a 2-D image is always I420)."""
+        return self.image.ndim == 2
+
+
+def i420_planes(img: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Y (h, w), U and V (h / 2, w / 2) views of contiguous I420 planes ``(h * 3 // 2, w)``.
+    U and V follow Y back to back; they are not whole rows of the array when h / 2 is odd."""
+    h, w = img.shape[0] * 2 // 3, img.shape[1]
+    flat = img.reshape(-1)
+    q = h * w // 4
+    return (img[:h], flat[h * w:h * w + q].reshape(h // 2, w // 2),
+            flat[h * w + q:h * w + 2 * q].reshape(h // 2, w // 2))
 
 
 @dataclass(slots=True)

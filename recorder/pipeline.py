@@ -34,7 +34,7 @@ import numpy as np
 
 from recorder.encoders import AudioSpec, VideoSpec
 from recorder.filters import FrameFilter, PassThroughFilter
-from recorder.items import AudioChunk, DropQueue, OpEvent, VideoFrame
+from recorder.items import AudioChunk, DropQueue, OpEvent, VideoFrame, i420_planes
 from recorder.segment_writer import SegmentWriter
 from recorder.sources import OpLogSource, Source
 from recorder.watermark import Watermark
@@ -312,8 +312,7 @@ class Pipeline:
             self._write_oplog(capture_ns)
             if name == "screen":
                 if self._pause_spans and self._in_pause(capture_ns):
-                    item = VideoFrame(capture_ns, self._paused_card(item.image), item.seq, paused=True,
-                                      i420=item.i420)
+                    item = VideoFrame(capture_ns, self._paused_card(item.image), item.seq, paused=True)
                 for out in self.filter.push(item):
                     self._video_out("screen", out)
             elif name == "camera":
@@ -326,7 +325,7 @@ class Pipeline:
         if self._card is None or self._card.shape != like.shape:
             if like.ndim == 2:  # I420 planes: grey luma, neutral chroma
                 card = np.full(like.shape, 128, np.uint8)
-                luma = card[:like.shape[0] * 2 // 3]
+                luma = i420_planes(card)[0]
                 luma[...] = 48
             else:
                 card = luma = np.full(like.shape, 48, np.uint8)
@@ -347,7 +346,7 @@ class Pipeline:
         if self.watermark is not None:
             if not img.flags.writeable:
                 img = img.copy()
-            self.watermark.apply(img, item.capture_ns, i420=item.i420)
+            self.watermark.apply(img, item.capture_ns)
         if name == "camera":
             self.last_camera = item
         self.writer.write_video(name, img, pts)

@@ -19,7 +19,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from recorder.items import AudioChunk, DropQueue, OpEvent, VideoFrame
+from recorder.items import AudioChunk, DropQueue, OpEvent, VideoFrame, i420_planes
 from recorder.packets import PacketDecoder, frame_image, open_packets
 from station import logs
 from station.clock import Clock
@@ -202,13 +202,10 @@ def blend_cursor_i420(yuv: np.ndarray, bgra: np.ndarray, cursor: Any, x: int, y:
         return
     patch = bgra[y0:y1, x0:x1].copy()
     blend_cursor(patch, cursor, x - x0, y - y0, w, h)
-    ph, pw = patch.shape[:2]
-    sub = cv2.cvtColor(patch, cv2.COLOR_BGRA2YUV_I420)
-    yuv[y0:y1, x0:x1] = sub[:ph]
-    flat, sub_flat = yuv.reshape(-1), sub.reshape(-1)  # U then V follow Y, each (h / 2, w / 2)
-    for k in range(2):
-        plane = flat[fh * fw * (4 + k) // 4:fh * fw * (5 + k) // 4].reshape(fh // 2, fw // 2)
-        part = sub_flat[ph * pw * (4 + k) // 4:ph * pw * (5 + k) // 4].reshape(ph // 2, pw // 2)
+    sub = i420_planes(cv2.cvtColor(patch, cv2.COLOR_BGRA2YUV_I420))
+    full = i420_planes(yuv)
+    full[0][y0:y1, x0:x1] = sub[0]
+    for plane, part in zip(full[1:], sub[1:], strict=True):
         plane[y0 // 2:y1 // 2, x0 // 2:x1 // 2] = part
 
 
@@ -365,7 +362,7 @@ class ScreenSource(PacedSource):
             del view
             if error is not None:
                 raise DeviceLost("screen", error)
-            self._push(VideoFrame(capture_ns, yuv, seq=tick, i420=True))
+            self._push(VideoFrame(capture_ns, yuv, seq=tick))
             return
         img = view if view.flags.writeable else view.copy()
         del view
@@ -375,7 +372,7 @@ class ScreenSource(PacedSource):
         img = fit_frame(img, self.width, self.height)
         if self.i420:
             img = cv2.cvtColor(img, cv2.COLOR_BGRA2YUV_I420)
-        self._push(VideoFrame(capture_ns, img, seq=tick, i420=self.i420))
+        self._push(VideoFrame(capture_ns, img, seq=tick))
 
     def _cursor(self) -> tuple[Any, int, int, int, int] | None:
         """The cursor image (BGRA) and its x, y, w, h relative to the grabbed area, or None."""
@@ -494,7 +491,7 @@ class CameraSource(Source):
                 if img.ndim == 2:
                     img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
                 img = fit_frame(img, self.width, self.height)
-            self._push(VideoFrame(capture_ns, img, seq=tick, i420=i420))
+            self._push(VideoFrame(capture_ns, img, seq=tick))
             tick += 1
             if self._is_file:
                 behind = (self.clock.now_ns() - start_ns) // period_ns - tick \

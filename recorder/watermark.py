@@ -16,6 +16,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from recorder.items import i420_planes
 from station.clock import Clock
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
@@ -48,17 +49,20 @@ class Watermark:
         cv2.putText(mask, text, (x + 4, y - base - y1), FONT, scale, 255, 1, cv2.LINE_AA)
         return mask, y1, x2
 
-    def apply(self, img: np.ndarray, capture_ns: int, *, i420: bool = False) -> np.ndarray:
+    def apply(self, img: np.ndarray, capture_ns: int) -> np.ndarray:
         """Draw in place (the frame is owned by the pipeline) at the bottom-left; returns img.
-        With ``i420`` the image is Y, U and V planes ``(h * 3 // 2, w)``: the text goes into Y
-        and the box's colour is taken out of U and V (a neutral dark box, as drawn on BGR)."""
-        if i420:
-            h, w = img.shape[0] * 2 // 3, img.shape[1]
-            self.apply(img[:h], capture_ns)
-            _, _, y1, x2 = self._cache[(h, w)]
-            for plane in (img[h:h + h // 4], img[h + h // 4:]):  # U, V: (h/2, w/2) each
-                plane.reshape(h // 2, w // 2)[y1 // 2:, :(x2 + 1) // 2] = 128
+        A 2-D image is I420 planes ``(h * 3 // 2, w)``: the text goes into Y and the box's colour
+        is taken out of U and V (a neutral dark box, as drawn on BGR)."""
+        if img.ndim == 2:
+            luma, u, v = i420_planes(img)
+            self._draw(luma, capture_ns)
+            _, _, y1, x2 = self._cache[luma.shape]
+            for plane in (u, v):
+                plane[y1 // 2:, :(x2 + 1) // 2] = 128
             return img
+        return self._draw(img, capture_ns)
+
+    def _draw(self, img: np.ndarray, capture_ns: int) -> np.ndarray:
         h, w = img.shape[:2]
         text = self.text(capture_ns)
         cached = self._cache.get(img.shape)

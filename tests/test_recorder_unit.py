@@ -430,8 +430,8 @@ def test_watermark_on_screen_and_camera_frames_of_one_size() -> None:
     now = clock.now_ns()
     screen = wm.apply(np.full((240, 320, 4), 128, np.uint8), now)
     camera = wm.apply(np.full((240, 320, 3), 128, np.uint8), now)  # same size, other channels
-    gray = wm.apply(np.full((240, 320), 128, np.uint8), now)
-    assert (screen[..., :3] == camera).all() and (camera[..., 0] == gray).all()
+    luma = wm.apply(np.full((360, 320), 128, np.uint8), now)[:240]  # I420 planes of that size
+    assert (screen[..., :3] == camera).all() and (camera[..., 0] == luma).all()
     assert (camera[-30:, :200] != 128).any() and (camera[:150] == 128).all()
 
 
