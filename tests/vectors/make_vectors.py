@@ -18,6 +18,7 @@ its expected category on an ``expect:`` line:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import shutil
@@ -25,7 +26,9 @@ import struct
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
+import nacl.bindings as nb
 import nacl.public
 import nacl.signing
 
@@ -34,7 +37,12 @@ sys.path.insert(0, str(ROOT))
 
 from station.crypto.keys import identity_text, recipient_text, station_text  # noqa: E402
 from station.crypto.manifest import sign  # noqa: E402
-from station.crypto.sealed import MAGIC, SealedWriter, canonical_json  # noqa: E402
+from station.crypto.sealed import (  # noqa: E402
+    MAGIC,
+    SealedWriter,
+    canonical_json,
+    recipient_fingerprint,
+)
 from station.crypto.session import SessionSealer, recover_session  # noqa: E402
 
 
@@ -79,11 +87,75 @@ def sealed(tmp: Path, name: str, messages: list[bytes], recipients: list[str], *
 
 
 def write_vec(out: Path, name: str, expect: str, data: bytes,
-              identity: nacl.public.PrivateKey, payload: bytes, comment: str) -> None:
+              identity: nacl.public.PrivateKey, payload: bytes, comment: str,
+              at: tuple[int, int] | None = None) -> None:
+    """``at`` = (N, o) of docs/format.md 2.5: required for truncated and bad tag, else None."""
+    assert (at is not None) == (expect in ("truncated", "bad tag")), name
+    pos = f"at-message: {at[0]}\noffset: {at[1]}\n" if at is not None else ""
     head = (f"expect: {expect}\nidentity: {identity_text(identity)}\n"
             f"payload-bytes: {len(payload)}\npayload-sha256: {hashlib.sha256(payload).hexdigest()}\n"
-            f"comment: {comment}\n\n")
+            f"{pos}comment: {comment}\n\n")
     (out / f"{name}.vec").write_bytes(head.encode("utf-8") + data)
+
+
+# --- hand-made segments (docs/format.md 2.5 corner cases) ---------------------------------------
+# These are built here with the file key in hand, so their message 0 verifies: a header that
+# breaks a rule of 2.2 is then refused by that rule, not by a failing tag.
+FINAL_BIT = 0x8000_0000
+FIRST, LAST = b"first message", b"last words"
+PLAIN = [(FIRST, 0), (LAST, 3)]  # (plaintext, tag[, FINAL flag]) after message 0
+
+
+def wrap(key: bytes, who: nacl.public.PrivateKey = ARCHIVE) -> dict[str, str]:
+    """A recipient entry: ``key`` sealed for ``who``, labelled with ``who``'s fingerprint."""
+    return {"fp": recipient_fingerprint(bytes(who.public_key)),
+            "wrapped": base64.b64encode(nacl.public.SealedBox(who.public_key).encrypt(key))
+            .decode("ascii")}
+
+
+def std(key: bytes, **changes: object) -> dict[str, object]:
+    """The header SessionSealer writes, with the file key wrapped for ARCHIVE, then changes."""
+    return {**HEADER, "format": 1, "recipients": [wrap(key)], **changes}
+
+
+def craft(header: Any = None, messages: list[tuple[Any, ...]] | None = None, *,
+          word0: int | None = None, tag0: int = 0, plain0: bytes = b"") -> bytes:
+    """A segment with header bytes ``header(key)`` (default: canonical ``std``), message 0 as
+    given (default: a correct one) and ``messages`` as (plaintext, tag[, flag]); the FINAL flag
+    defaults to tag == TAG_FINAL. Every tag verifies: only the rules of 2.2/2.4 are broken."""
+    key = nb.crypto_secretstream_xchacha20poly1305_keygen()
+    hj = header(key) if header is not None else canonical_json(std(key))
+    state = nb.crypto_secretstream_xchacha20poly1305_state()
+    ss = nb.crypto_secretstream_xchacha20poly1305_init_push(state, key)
+    prefix = MAGIC + struct.pack(">HI", 1, len(hj)) + hj + ss
+    w0 = struct.pack(">I", len(plain0) + 17 if word0 is None else word0)
+    out = bytearray(prefix + w0)
+    out += nb.crypto_secretstream_xchacha20poly1305_push(state, plain0, prefix, tag0)
+    for m in PLAIN if messages is None else messages:
+        pt, tag = m[0], m[1]
+        flag = m[2] if len(m) > 2 else tag == 3
+        word = struct.pack(">I", (len(pt) + 17) | (FINAL_BIT if flag else 0))
+        out += word + nb.crypto_secretstream_xchacha20poly1305_push(state, pt, word, tag)
+    return bytes(out)
+
+
+def canon(**changes: object) -> Any:
+    """Header maker: canonical JSON of ``std`` with ``changes`` (a value None drops the member)."""
+    def make(key: bytes) -> bytes:
+        h = std(key, **changes)
+        return canonical_json({k: v for k, v in h.items() if v is not None})
+    return make
+
+
+def raw(edit: Any) -> Any:
+    """Header maker: ``edit(canonical bytes, key)`` -> the header bytes."""
+    return lambda key: edit(canonical_json(std(key)), key)
+
+
+def frame_at(data: bytes, n: int) -> int:
+    """Offset of message n's frame word (the end of the file if n is one past the last)."""
+    fr = _frames(data)
+    return fr[n][0] if n < len(fr) else len(data)
 
 
 def segment_vectors(out: Path, tmp: Path) -> None:
@@ -100,28 +172,29 @@ def segment_vectors(out: Path, tmp: Path) -> None:
     fr = _frames(ok)
     # truncated: drop FINAL; cut inside a message
     write_vec(out, "truncated-no-final", "truncated", ok[:fr[-1][0]], ARCHIVE, full,
-              "file ends after the last MESSAGE frame; FINAL missing")
+              "file ends after the last MESSAGE frame; FINAL missing", at=(4, fr[-1][0]))
     cut = fr[3][0] + 20
     write_vec(out, "truncated-mid-message", "truncated", ok[:cut], ARCHIVE,
-              b"".join(MESSAGES[:3]), "file cut 16 bytes into message 3's ciphertext")
+              b"".join(MESSAGES[:3]), "file cut 16 bytes into message 3's ciphertext",
+              at=(3, fr[3][0]))
     crashed = sealed(tmp, "crash", MESSAGES[:2], rcpt, final=False)
     write_vec(out, "truncated-crash", "truncated", crashed, ARCHIVE, b"".join(MESSAGES[:2]),
-              "writer stopped after two flushes, never closed")
+              "writer stopped after two flushes, never closed", at=(2, len(crashed)))
     # bad tag: flipped bit in message 2, swapped messages, data after FINAL, flag mismatch
     b = bytearray(ok)
     b[fr[2][0] + 10] ^= 0x01
     write_vec(out, "bad-tag-bitflip", "bad tag", bytes(b), ARCHIVE, MESSAGES[1],
-              "one bit flipped in message 2's ciphertext")
+              "one bit flipped in message 2's ciphertext", at=(2, fr[2][0]))
     s1, s2 = fr[1], fr[2]
     swapped = ok[:s1[0]] + ok[s2[0]:s2[0] + s2[1]] + ok[s1[0]:s1[0] + s1[1]] + ok[s2[0] + s2[1]:]
     write_vec(out, "bad-tag-reordered", "bad tag", swapped, ARCHIVE, b"",
-              "messages 1 and 2 swapped")
+              "messages 1 and 2 swapped", at=(1, fr[1][0]))
     write_vec(out, "bad-tag-trailing", "bad tag", ok + b"\x00\x00\x00\x11" + b"x" * 17, ARCHIVE,
-              full, "a frame after FINAL")
+              full, "a frame after FINAL", at=(5, len(ok)))
     b = bytearray(ok)
     b[fr[-1][0]] &= 0x7F
     write_vec(out, "bad-tag-final-flag", "bad tag", bytes(b), ARCHIVE, b"".join(MESSAGES),
-              "FINAL flag cleared in the frame word of the FINAL message")
+              "FINAL flag cleared in the frame word of the FINAL message", at=(4, fr[-1][0]))
     # bad header: field changed, header swapped from another segment, magic
     hlen = struct.unpack(">I", ok[10:14])[0]
     hdr = json.loads(ok[14:14 + hlen])
@@ -153,6 +226,206 @@ def segment_vectors(out: Path, tmp: Path) -> None:
     write_vec(out, "no-recipient", "no recipient", ok, OTHER, b"",
               "read with an identity that is not a recipient")
     assert ok.startswith(MAGIC)
+    order_vectors(out, ok)
+    header_vectors(out)
+    tag_vectors(out)
+
+
+def order_vectors(out: Path, ok: bytes) -> None:
+    """2.5 steps 1-5 and 8: which rule wins when a file is both cut and wrong (N, o of a cut)."""
+    h = struct.unpack(">I", ok[10:14])[0]
+    m0, fr = 38 + h, _frames(ok)
+    p1, p2 = MESSAGES[1], b"".join(MESSAGES[:3])
+
+    def vec(name: str, expect: str, data: bytes, comment: str, payload: bytes = b"",
+            at: tuple[int, int] | None = None, who: nacl.public.PrivateKey = ARCHIVE) -> None:
+        write_vec(out, name, expect, data, who, payload, comment, at)
+
+    vec("truncated-empty-file", "truncated", b"", "0 bytes", at=(0, 0))
+    vec("truncated-in-magic", "truncated", ok[:5], "5 bytes, a prefix of the magic", at=(0, 0))
+    vec("bad-header-magic-short", "bad header", b"DRSX",
+        "4 bytes that are not a prefix of the magic: the magic is judged byte by byte")
+    vec("truncated-in-version", "truncated", ok[:9], "cut inside the version word", at=(0, 0))
+    vec("unsupported-version-short", "unsupported format", MAGIC + b"\x00\x02\x00\x00",
+        "12 bytes, version 2: the version word is complete, so not truncated")
+    vec("unsupported-version-zero", "unsupported format", ok[:8] + b"\x00\x00" + ok[10:],
+        "version 0")
+    vec("truncated-in-header-length", "truncated", ok[:12], "cut inside H", at=(0, 0))
+    vec("bad-header-length-zero", "bad header", MAGIC + b"\x00\x01" + bytes(4),
+        "H = 0 and the file ends right after it")
+    vec("bad-header-length-too-big", "bad header",
+        MAGIC + b"\x00\x01" + struct.pack(">I", 65537) + ok[14:114],
+        "H = 65537 and the file is far shorter than 14 + H")
+    vec("truncated-in-header", "truncated", ok[:14 + h // 2], "cut in the middle of the header",
+        at=(0, 0))
+    vec("bad-header-json-cut-in-ss-header", "bad header", (ok[:14] + b"[" + ok[15:])[:14 + h + 10],
+        "header is not JSON and the file ends inside the secretstream header: the header is "
+        "judged first")
+    vec("truncated-in-ss-header", "truncated", ok[:14 + h + 10],
+        "cut inside the secretstream header", at=(0, 0))
+    vec("truncated-in-ss-header-no-recipient", "truncated", ok[:14 + h + 10],
+        "cut inside the secretstream header, read by a non-recipient: the prefix is read "
+        "before any key is tried", at=(0, 0), who=OTHER)
+    vec("truncated-in-message-0-word", "truncated", ok[:m0 + 2],
+        "cut inside message 0's frame word", at=(0, 0))
+    vec("truncated-in-message-0", "truncated", ok[:m0 + 10],
+        "cut inside message 0's ciphertext: nothing verified, offset 0", at=(0, 0))
+    vec("truncated-after-message-0", "truncated", ok[:m0 + 21],
+        "file ends right after message 0", at=(1, m0 + 21))
+    vec("bad-header-message-0-word-cut", "bad header", ok[:m0] + b"\x80\x00\x00\x11",
+        "message 0's frame word has the FINAL flag, and the file ends after it")
+    vec("truncated-partial-word", "truncated", ok[:fr[2][0] + 3],
+        "3 bytes of message 2's frame word", payload=p1, at=(2, fr[2][0]))
+    vec("bad-tag-length-too-big-cut", "bad tag", ok[:fr[2][0]] + b"\x7f\xff\xff\xff" + b"x" * 5,
+        "message 2's C = 2^31-1 and only 5 bytes follow: out of range wins over the cut",
+        payload=p1, at=(2, fr[2][0]))
+    vec("bad-tag-length-too-small-cut", "bad tag", ok[:fr[2][0]] + b"\x00\x00\x00\x10",
+        "message 2's C = 16 and nothing follows", payload=p1, at=(2, fr[2][0]))
+    vec("bad-tag-zero-filled-tail", "bad tag", ok[:fr[3][0]] + bytes(100),
+        "100 zero bytes where message 3 should be (C = 0), as a power cut can leave",
+        payload=p2, at=(3, fr[3][0]))
+    vec("bad-tag-trailing-short", "bad tag", ok + b"\x00\x00\x11",
+        "3 bytes after FINAL (fewer than a frame word)", payload=b"".join(MESSAGES),
+        at=(5, len(ok)))
+
+
+def header_vectors(out: Path) -> None:
+    """2.2 header rules, on files whose message 0 verifies (made with the key)."""
+    body = FIRST + LAST
+    other_key = nb.crypto_secretstream_xchacha20poly1305_keygen()
+
+    def bad(name: str, header: Any, comment: str) -> None:
+        write_vec(out, name, "bad header", craft(header), ARCHIVE, b"", comment)
+
+    def good(name: str, header: Any, comment: str) -> None:
+        write_vec(out, name, "ok", craft(header), ARCHIVE, body, comment)
+
+    def entries(make: Any) -> Any:
+        return lambda key: canonical_json(std(key, recipients=make(key)))
+
+    def entry(**changes: object) -> Any:
+        return entries(lambda key: [{**wrap(key), **changes}])
+
+    good("ok-crafted", None, "the reference for the hand-made vectors: two messages, FINAL")
+    good("ok-minimal-header", lambda key: canonical_json({"format": 1, "recipients": [wrap(key)]}),
+         "header with format and recipients only")
+    good("ok-kind-qc", lambda key: canonical_json(
+        {"format": 1, "kind": "qc", "recipients": [wrap(key)], "session": "s"}),
+        "a sealed QC report's header: kind qc, no seq")
+    good("ok-unknown-members", canon(extra={"a": [1, -2, True, None, "x", {}]}, zz=-2 ** 63),
+         "unknown members of every JSON type but fractions are ignored")
+    good("ok-entry-extra-member", entry(note="rotated 2026"),
+         "a recipient entry with a member a reader does not know")
+    deep: Any = []
+    for _ in range(14):
+        deep = [deep]
+    good("ok-header-depth-16", canon(deep=deep), "arrays nested to depth 16 (the limit)")
+
+    def padded(key: bytes) -> bytes:
+        h = std(key, pad="")
+        h["pad"] = "p" * (65536 - len(canonical_json(h)))
+        return canonical_json(h)
+    good("ok-header-65536-bytes", padded, "H = 65536, the largest header")
+
+    # gap 4: types of the members a reader checks
+    bad("bad-header-format-true", canon(format=True), "\"format\": true (not the integer 1)")
+    bad("bad-header-format-string", canon(format="1"), "\"format\": \"1\"")
+    bad("bad-header-format-missing", canon(format=None), "no format member")
+    bad("bad-header-seq-true", canon(seq=True), "\"seq\": true")
+    bad("bad-header-seq-zero", canon(seq=0), "\"seq\": 0")
+    bad("bad-header-kind-unknown", canon(kind="video"), "\"kind\": \"video\"")
+    bad("bad-header-created-mono-negative", canon(created_mono_ns=-1), "\"created_mono_ns\": -1")
+    bad("bad-header-station-number", canon(station=5), "\"station\": 5")
+    # gap 5: recipient entries
+    bad("bad-header-recipients-empty", entries(lambda key: []), "\"recipients\": []")
+    bad("bad-header-recipient-not-object", entries(lambda key: ["x"]),
+        "a recipient entry that is a string")
+    bad("bad-header-wrapped-opens-to-31-bytes", entries(lambda key: [wrap(key[:31])]),
+        "wrapped is a sealed box of 31 bytes (79 bytes): it opens, but is not 80 bytes")
+    bad("bad-header-wrapped-81-bytes", entries(lambda key: [wrap(key + b"\x00")]),
+        "wrapped is a sealed box of 33 bytes (81 bytes)")
+    bad("bad-header-wrapped-not-base64", entry(wrapped="not base64!"), "wrapped is not base64")
+
+    def loose_b64(key: bytes) -> list[dict[str, str]]:
+        e = wrap(key)
+        w = e["wrapped"]
+        alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+        e["wrapped"] = w[:-2] + alphabet[alphabet.index(w[-2]) ^ 1] + "="
+        return [e]
+    bad("bad-header-wrapped-noncanonical-base64", entries(loose_b64),
+        "wrapped decodes to the right 80 bytes but an unused bit of its last character is set")
+    bad("bad-header-fp-upper-case", entries(lambda key: [
+        {**wrap(key), "fp": wrap(key)["fp"].upper()}]), "fp in upper-case hex")
+    bad("bad-header-fp-short", entries(lambda key: [{**wrap(key), "fp": wrap(key)["fp"][:31]}]),
+        "fp of 31 hex characters")
+    good("ok-duplicate-fp-first-opens", entries(lambda key: [wrap(key), wrap(other_key)]),
+         "two entries for the archive key, the first with the file key: the first that opens "
+         "gives the key")
+    bad("bad-header-duplicate-fp-first-other-key",
+        entries(lambda key: [wrap(other_key), wrap(key)]),
+        "two entries for the archive key, the first with another key: it opens, so it is the "
+        "file key, and message 0 fails")
+    write_vec(out, "wrong-key-two-entries", "wrong key", craft(entries(lambda key: [
+        {**wrap(key, OTHER), "fp": wrap(key)["fp"]}] * 2)), ARCHIVE, b"",
+        "two entries with the archive fingerprint, both wrapped for another key")
+    # gap 6: canonical form, encoding, numbers, nesting
+    bad("bad-header-duplicate-member", raw(lambda c, k: c.replace(b'"format":1,',
+                                                                    b'"format":1,"format":1,')),
+        "member format twice (same value)")
+    bad("bad-header-whitespace", lambda key: json.dumps(std(key), sort_keys=True).encode(),
+        "JSON with the default separators \", \" and \": \"")
+    bad("bad-header-unsorted", lambda key: json.dumps(std(key), separators=(",", ":")).encode(),
+        "members not sorted")
+    bad("bad-header-bom", raw(lambda c, k: b"\xef\xbb\xbf" + c), "UTF-8 byte order mark first")
+    bad("bad-header-trailing-space", raw(lambda c, k: c + b" "),
+        "a space after the JSON, inside H")
+    bad("bad-header-trailing-nul", raw(lambda c, k: c + b"\x00"), "a NUL after the JSON, inside H")
+    bad("bad-header-escaped-ascii", raw(lambda c, k: c.replace(b'"vec-station"',
+                                                               b'"\\u0076ec-station"')),
+        "station written with an escape section 3 does not use")
+    bad("bad-header-lone-surrogate", raw(lambda c, k: c.replace(b'"vec-station"',
+                                                                b'"vec-\\ud800station"')),
+        "a string with an escaped lone surrogate")
+    bad("bad-header-not-utf8", raw(lambda c, k: c.replace(b"vec-station", b"vec-\xffstation")),
+        "a string with the byte FF")
+    bad("bad-header-nan", raw(lambda c, k: c.replace(b'"recipients"', b'"nan":NaN,"recipients"')),
+        "an unknown member NaN")
+    bad("bad-header-fraction", canon(ratio=0.5), "an unknown member 0.5")
+    bad("bad-header-integer-too-big", canon(big=2 ** 63), "an unknown member 2^63")
+    bad("bad-header-depth-17", canon(deep=[deep]), "arrays nested to depth 17")
+    bad("bad-header-depth-20000", raw(lambda c, k: c.replace(
+        b'"format"', b'"deep":' + b"[" * 20000 + b"]" * 20000 + b',"format"')),
+        "arrays nested 20000 deep (a recursive parser runs out of stack)")
+
+
+def tag_vectors(out: Path) -> None:
+    """2.4/2.5 step 7-8: tags and flags, every tag verifying (made with the key)."""
+    def vec(name: str, expect: str, data: bytes, comment: str, payload: bytes = b"",
+            n: int | None = None) -> None:
+        write_vec(out, name, expect, data, ARCHIVE, payload, comment,
+                  None if n is None else (n, frame_at(data, n)))
+
+    vec("bad-tag-push", "bad tag", craft(None, [(FIRST, 0), (b"pushed", 1), (LAST, 3)]),
+        "message 2 has TAG_PUSH", FIRST, 2)
+    vec("bad-tag-rekey", "bad tag", craft(None, [(FIRST, 0), (b"rekeyed", 2), (LAST, 3)]),
+        "message 2 has TAG_REKEY", FIRST, 2)
+    vec("bad-tag-flag-on-message", "bad tag", craft(None, [(FIRST, 0, True), (LAST, 3)]),
+        "message 1 has tag MESSAGE and the FINAL flag (the word verifies as additional data)",
+        b"", 1)
+    vec("bad-tag-final-without-flag", "bad tag", craft(None, [(FIRST, 0), (LAST, 3, False)]),
+        "the last message has TAG_FINAL without the FINAL flag", FIRST, 2)
+    vec("bad-tag-after-final-frame", "bad tag",
+        craft(None, [(FIRST, 3), (LAST, 3)]), "a second FINAL message after a FINAL", FIRST, 2)
+    vec("ok-empty-message", "ok", craft(None, [(FIRST, 0), (b"", 0), (LAST, 3)]),
+        "an empty MESSAGE between two others", FIRST + LAST)
+    vec("bad-header-final-message-0", "bad header", craft(None, word0=0x8000_0011, tag0=3),
+        "message 0 has TAG_FINAL and the FINAL flag")
+    vec("bad-header-final-tag-message-0", "bad header", craft(None, tag0=3),
+        "message 0 has TAG_FINAL, flag clear (word 00 00 00 11)")
+    vec("bad-header-message-0-not-empty", "bad header", craft(None, plain0=b"x"),
+        "message 0 carries one byte (word 00 00 00 12)")
+
+
 
 
 def session_vectors(out: Path, tmp: Path) -> None:
