@@ -39,6 +39,7 @@ COMMANDS: dict[str, str] = {
     "policy": "station.cmd.policy",
     "doctor": "station.cmd.doctor",
     "enroll": "station.cmd.enroll",
+    "site": "station.cmd.site",
     "api": "station.cmd.api",
 }
 

@@ -1,33 +1,36 @@
-"""Station enrolment: which station keys reviewers trust, registered in central storage.
+"""Station enrolment and the site's trust anchor: which station keys reviewers trust.
 
-A station enrols once (``station enroll``): it signs a small record with its Ed25519 key and
-writes it to ``<prefix>/enrolment/<station_id>.json`` in central storage. Reviewers build their
-trust set from these records (:func:`enrolled_keys`) plus the keys pinned in the policy
-(``crypto.trusted_stations``); ``station verify`` trusts only those.
+Storage alone never introduces or replaces trust (docs/security.md, A2). Three kinds of object
+live under ``<prefix>/enrolment/`` (specified in docs/format.md section 10):
 
-Record (canonical JSON, signed like a manifest, see station/crypto/manifest.py)::
+* **request** ``enrolment/<station_id>.json``: written by ``station enroll`` on the seat, signed
+  by the station key it names (proof of possession). A request confers no trust by itself.
+* **approval** ``enrolment/approved/<station_id>/<fp>.json``: the request's station id and key,
+  countersigned by a *site enrolment authority* (``station site approve``), whose public key the
+  reviewer's policy pins in ``crypto.site_authorities``. The authority key lives with IT, off
+  the seats; one bulk command approves thousands of seats (``--expect`` a list of fingerprints
+  collected at deployment, or ``--all`` after looking at ``station site requests``).
+* **revocation** ``enrolment/revoked/<fp>.json``: the authority withdraws a key (stolen seat,
+  compromised key); sessions it signed become ``untrusted``.
 
-    {"format": "dualrec-enrolment/1", "station_id": "seat-042", "public_key": "ed25519:...",
-     "fingerprint": "ab12 ...", "site": "sh-01", "hostname": "seat-042", "enrolled_utc": "...",
-     "station_version": "0.1.0", "signer": "ed25519:...", "sig": "BASE64"}
-
-What a record proves, and what it does not:
-
-* its signature proves the writer held the station's private key (a typo or a record copied
-  for another station id is rejected), and its name must match ``station_id``;
-* stores never overwrite an object with different content, and with Object Lock a record
-  cannot be replaced or deleted: a later writer cannot swap an enrolled station's key;
-* anyone holding storage write credentials can enrol a *new* station id. Trust in a record is
-  trust in whoever may write the enrolment prefix; sites that want more compare the fingerprint
-  printed at enrolment with the one reviewers see, or pin keys in ``crypto.trusted_stations``.
+A reviewer trusts a station key when the policy pins it (``crypto.trusted_stations``), or when a
+valid approval signed by a pinned authority binds it to the station id the manifests name and no
+valid revocation withdraws it. Every other key seen in storage gets a reason
+(:class:`SiteTrust`): a request replaced by another key, a request not yet approved, an
+approval that does not verify (forged or re-versioned object), a revoked key. ``station
+verify`` prints that reason next to ``untrusted``.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import socket
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import nacl.signing
@@ -44,6 +47,10 @@ if TYPE_CHECKING:
 log = logs.get("review")
 
 ENROLMENT_FORMAT = "dualrec-enrolment/1"
+APPROVAL_FORMAT = "dualrec-enrolment-approval/1"
+REVOCATION_FORMAT = "dualrec-revocation/1"
+AUTHORITY_PREFIX = "ed25519-authority:"
+APPROVED_DIR, REVOKED_DIR = "approved", "revoked"
 ENROLMENT_DIR = "enrolment"
 STATION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 MAX_RECORD_BYTES = 16 * 1024
@@ -112,32 +119,15 @@ def parse_record(data: bytes, where: str) -> Enrolment:
 
 
 def read_enrolments(store: Store) -> tuple[dict[str, Enrolment], list[str]]:
-    """Every valid record in the store's enrolment prefix, and a problem line per invalid one."""
-    prefix = store.key(ENROLMENT_DIR) + "/"
-    found: dict[str, Enrolment] = {}
-    problems: list[str] = []
-    for info in store.list(prefix):
-        key = info.key
-        name = key[len(prefix):] if key.startswith(prefix) else key.rsplit("/", 1)[-1]
-        if "/" in name or not name.endswith(".json"):
-            continue
-        try:
-            enr = parse_record(store.get(key), key)
-        except EnrolmentError as exc:
-            problems.append(str(exc))
-            continue
-        if f"{enr.station_id}.json" != name:
-            problems.append(str(EnrolmentError(key, f"names station {enr.station_id!r}, not its file name")))
-            continue
-        found[enr.station_id] = enr
-    for p in problems:
-        log.warning("ignored: %s", p)
-    return found, problems
+    """Every valid enrolment request in the store, and a problem line per invalid object."""
+    found = site_trust(store, ())
+    return ({sid: st.request for sid, st in sorted(found.stations.items()) if st.request},
+            found.problems)
 
 
 def enrolled_keys(store: Store) -> dict[str, str]:
-    """``{station_id: "ed25519:..."}`` of every validly enrolled station (invalid records are
-    logged and left out). Pass the values to ``station.crypto.verify`` as trusted keys."""
+    """``{station_id: "ed25519:..."}`` of every valid enrolment *request*. A request is what a
+    seat says about itself: it is not trust (see :func:`site_trust`)."""
     found, _ = read_enrolments(store)
     return {sid: e.public_key for sid, e in sorted(found.items())}
 
@@ -160,23 +150,286 @@ def register(store: Store, record: dict[str, Any]) -> tuple[str, bool]:
 
 
 def trusted_from_storage(ctx: Any) -> list[str]:
-    """Trust source for ``station verify`` (its ``TRUST`` table): the station keys enrolled in the
-    policy's central storage. Storage that cannot be read gives no keys and a warning, so the
-    sessions show as untrusted rather than the verification failing."""
+    """Trust source for ``station verify`` (its ``TRUST`` table): the station keys that the
+    policy's site authorities approved in central storage, with the reason every other key seen
+    there is not trusted (a :class:`station.crypto.verify.TrustedKeys`). Storage that cannot be
+    read gives no keys and a warning, so the sessions show as untrusted rather than the
+    verification failing."""
+    from station.crypto.verify import TrustedKeys
     from uploader.stores import open_store
 
     try:
         store = open_store(ctx.policy, ctx.secrets, ctx.data_dir)
     except StationError as exc:
         log.warning("enrolled stations not read (storage not usable: %s)", exc)
-        return []
+        return TrustedKeys()
     try:
-        return sorted(f"{sid}={key}" for sid, key in enrolled_keys(store).items())
+        return site_trust(store, ctx.policy.crypto.site_authorities).trusted()
     except StationError as exc:
         log.warning("enrolled stations not read from %s: %s", store.describe(), exc)
-        return []
+        return TrustedKeys()
     finally:
         store.close()
+
+
+# --- the site enrolment authority ---------------------------------------------------------------
+class AuthorityKeyError(StationError, ValueError):
+    """site authority key {}: {}"""
+
+
+def fp_hex(public: str) -> str:
+    """The fingerprint as one word (object names)."""
+    return keys.fingerprint(public).replace(" ", "")
+
+
+def new_authority(out_dir: Path) -> dict[str, str]:
+    """Write ``site-authority.key`` (0600: IT keeps it off the seats) and ``site-authority.pub``
+    into ``out_dir``; never overwrite."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    key_path, pub_path = out_dir / "site-authority.key", out_dir / "site-authority.pub"
+    for p in (key_path, pub_path):
+        if p.exists():
+            raise AuthorityKeyError(str(p), "exists; refusing to overwrite a key")
+    sk = nacl.signing.SigningKey.generate()
+    public = keys.station_text(sk.verify_key)
+    fp = keys.fingerprint(public)
+    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"# DualRec site enrolment authority (private; never on a seat). Public {public}\n"
+                 f"# fingerprint {fp}\n{AUTHORITY_PREFIX}{keys._b64(bytes(sk))}\n")
+    fd = os.open(pub_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(f"# DualRec site enrolment authority, fingerprint {fp}: put it in the policy's "
+                 f"crypto.site_authorities\n{public}\n")
+    return {"public_key": public, "fingerprint": fp, "key": str(key_path), "pub": str(pub_path)}
+
+
+def read_authority_key(path: Path) -> nacl.signing.SigningKey:
+    try:
+        lines = [ln.strip() for ln in Path(path).read_text("utf-8").splitlines()
+                 if ln.strip() and not ln.lstrip().startswith("#")]
+    except OSError as exc:
+        raise AuthorityKeyError(str(path), exc.strerror or str(exc)) from None
+    if len(lines) != 1 or not lines[0].startswith(AUTHORITY_PREFIX):
+        raise AuthorityKeyError(str(path), f"expected one {AUTHORITY_PREFIX} line")
+    import base64
+    import binascii
+
+    try:
+        seed = base64.b64decode(lines[0][len(AUTHORITY_PREFIX):], validate=True)
+    except binascii.Error:
+        seed = b""
+    if len(seed) != 32:
+        raise AuthorityKeyError(str(path), "not a base64 32-byte Ed25519 seed")
+    return nacl.signing.SigningKey(seed)
+
+
+def approval_key(store: Store, station_id: str, public: str) -> str:
+    record_key(store, station_id)  # validates the id
+    return store.key(ENROLMENT_DIR, APPROVED_DIR, station_id, fp_hex(public) + ".json")
+
+
+def revocation_key(store: Store, public: str) -> str:
+    return store.key(ENROLMENT_DIR, REVOKED_DIR, fp_hex(public) + ".json")
+
+
+def request_sha256(record: dict[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(record)).hexdigest()
+
+
+def make_approval(authority: nacl.signing.SigningKey, request: Enrolment,
+                  approved_utc: str) -> dict[str, Any]:
+    body = {"format": APPROVAL_FORMAT, "station_id": request.station_id,
+            "public_key": request.public_key, "fingerprint": request.fingerprint,
+            "site": request.record.get("site"), "request_sha256": request_sha256(request.record),
+            "approved_utc": approved_utc}
+    return sign(body, authority)
+
+
+def make_revocation(authority: nacl.signing.SigningKey, station_id: str, public: str,
+                    reason: str, revoked_utc: str) -> dict[str, Any]:
+    keys.parse_station(public)
+    body = {"format": REVOCATION_FORMAT, "station_id": station_id, "public_key": public,
+            "fingerprint": keys.fingerprint(public), "reason": reason, "revoked_utc": revoked_utc}
+    return sign(body, authority)
+
+
+def _parse_countersigned(data: bytes, where: str, fmt: str,
+                         authorities: set[str]) -> dict[str, Any]:
+    """An approval or revocation: JSON object of ``fmt`` with a valid signature by one of
+    ``authorities``; :class:`EnrolmentError` naming what is wrong otherwise."""
+    if len(data) > MAX_RECORD_BYTES:
+        raise EnrolmentError(where, f"larger than {MAX_RECORD_BYTES} bytes")
+    try:
+        rec = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EnrolmentError(where, f"not JSON ({exc})") from None
+    if not isinstance(rec, dict) or rec.get("format") != fmt:
+        raise EnrolmentError(where, f"not a {fmt} record")
+    sid, public = rec.get("station_id"), rec.get("public_key")
+    if not isinstance(sid, str) or not STATION_ID_RE.fullmatch(sid):
+        raise EnrolmentError(where, f"bad station_id {sid!r}")
+    try:
+        keys.parse_station(str(public))
+    except keys.KeyFormatError as exc:
+        raise EnrolmentError(where, str(exc)) from None
+    status, signer = check_signature(rec)
+    if status != "valid":
+        raise EnrolmentError(where, f"signature {status}: forged, replaced or damaged")
+    if signer not in authorities:
+        raise EnrolmentError(where, f"signed by {keys.fingerprint(str(signer))}, which is not a "
+                             "site authority of this policy (crypto.site_authorities)")
+    return rec
+
+
+@dataclass
+class StationState:
+    """What storage and the authority say about one station id."""
+
+    station_id: str
+    request: Enrolment | None = None
+    approved: dict[str, dict[str, Any]] = field(default_factory=dict)   # public key -> approval
+    revoked: dict[str, dict[str, Any]] = field(default_factory=dict)    # public key -> revocation
+
+    @property
+    def state(self) -> str:
+        """``approved`` (the request's key is approved and not revoked), ``pending`` (a request
+        no authority approved yet), ``replaced`` (the request names another key than the approved
+        one), ``revoked`` or ``no-request`` (approved, request object gone)."""
+        live = set(self.approved) - set(self.revoked)
+        if self.request is None:
+            return "no-request" if live else ("revoked" if self.revoked else "pending")
+        if self.request.public_key in self.revoked:
+            return "revoked"
+        if self.request.public_key in live:
+            return "approved"
+        return "replaced" if self.approved else "pending"
+
+
+@dataclass
+class SiteTrust:
+    """The enrolment objects of a store judged against the policy's site authorities."""
+
+    authorities: list[str]
+    stations: dict[str, StationState] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    suspect_keys: dict[str, str] = field(default_factory=dict)   # key named by a bad object -> why
+
+    def _st(self, sid: str) -> StationState:
+        return self.stations.setdefault(sid, StationState(sid))
+
+    def trusted(self, pinned: Iterable[str] = ()) -> Any:
+        """:class:`~station.crypto.verify.TrustedKeys`: ``STATION=ed25519:KEY`` for every approved,
+        unrevoked key, the ``pinned`` entries, and a reason for every other key seen."""
+        from station.crypto.verify import TrustedKeys
+
+        entries: list[str] = list(pinned)
+        reasons: dict[str, str] = dict(self.suspect_keys)  # a forged object says the most
+        revoked_keys = {k: r for st in self.stations.values() for k, r in st.revoked.items()}
+        for sid, st in sorted(self.stations.items()):
+            for public in sorted(st.approved):
+                if public not in revoked_keys:
+                    entries.append(f"{sid}={public}")
+            req = st.request
+            if req is not None and req.public_key not in st.approved:
+                fp = req.fingerprint
+                if st.approved:
+                    approved = ", ".join(keys.fingerprint(k) for k in sorted(st.approved))
+                    reasons.setdefault(req.public_key, (
+                        f"the enrolment object of {sid} in storage names key {fp}, but the site "
+                        f"authority approved {approved} for {sid}: the enrolment record was "
+                        "replaced (not trusted)"))
+                elif not self.authorities:
+                    reasons.setdefault(req.public_key, (
+                        f"key {fp} is enrolled in storage for {sid}, but the policy names no site "
+                        "authority (crypto.site_authorities): an enrolment record in storage is "
+                        "not trusted on its own (docs/deploy.md, migration)"))
+                else:
+                    reasons.setdefault(req.public_key, (
+                        f"key {fp} is enrolled for {sid} but not approved by the site authority "
+                        "(pending: `station site approve`)"))
+        for public, rev in revoked_keys.items():
+            reasons[public] = (f"key {keys.fingerprint(public)} of {rev.get('station_id')} was "
+                               f"revoked by the site authority on {rev.get('revoked_utc')}: "
+                               f"{rev.get('reason')}")
+        return TrustedKeys(entries, reasons=reasons, problems=list(self.problems))
+
+
+def _named_key(data: bytes) -> str | None:
+    try:
+        rec = json.loads(data.decode("utf-8"))
+        public = rec.get("public_key") if isinstance(rec, dict) else None
+        keys.parse_station(str(public))
+        return str(public)
+    except Exception:
+        return None
+
+
+def site_trust(store: Store, authorities: Iterable[str]) -> SiteTrust:
+    """Read requests, approvals and revocations from ``store`` and judge them against
+    ``authorities`` (the policy's pinned site authority keys). Never raises for bad objects:
+    each becomes a problem line, and the key it names (if any) a reason."""
+    auth = {a.strip() for a in authorities}
+    out = SiteTrust(sorted(auth))
+    base = store.key(ENROLMENT_DIR) + "/"
+    for info in store.list(base):
+        rel = info.key[len(base):] if info.key.startswith(base) else info.key
+        parts = rel.split("/")
+        if not rel.endswith(".json"):
+            continue
+        try:
+            data = store.get(info.key)
+        except StationError as exc:
+            out.problems.append(f"{info.key}: not readable ({exc})")
+            continue
+        try:
+            if len(parts) == 1:  # request
+                enr = parse_record(data, info.key)
+                if f"{enr.station_id}.json" != parts[0]:
+                    raise EnrolmentError(info.key, f"names station {enr.station_id!r}, not its "
+                                         "file name")
+                out._st(enr.station_id).request = enr
+            elif len(parts) == 3 and parts[0] == APPROVED_DIR:
+                rec = _parse_countersigned(data, info.key, APPROVAL_FORMAT, auth)
+                if rec["station_id"] != parts[1] or fp_hex(rec["public_key"]) + ".json" != parts[2]:
+                    raise EnrolmentError(info.key, "names another station or key than its "
+                                         "object name")
+                out._st(rec["station_id"]).approved[rec["public_key"]] = rec
+            elif len(parts) == 2 and parts[0] == REVOKED_DIR:
+                rec = _parse_countersigned(data, info.key, REVOCATION_FORMAT, auth)
+                if fp_hex(rec["public_key"]) + ".json" != parts[1]:
+                    raise EnrolmentError(info.key, "names another key than its object name")
+                out._st(rec["station_id"]).revoked[rec["public_key"]] = rec
+            else:
+                out.problems.append(f"{info.key}: unexpected object in the enrolment prefix")
+        except EnrolmentError as exc:
+            out.problems.append(str(exc))
+            public = _named_key(data)
+            if public is not None and len(parts) > 1:
+                out.suspect_keys.setdefault(public, f"{exc} (not trusted)")
+    for p in out.problems:
+        log.warning("enrolment: %s", p)
+    return out
+
+
+def approve(store: Store, authority: nacl.signing.SigningKey, request: Enrolment,
+            approved_utc: str) -> tuple[str, bool]:
+    """Write the approval of ``request``; ``(key, already)``."""
+    key = approval_key(store, request.station_id, request.public_key)
+    if store.head(key) is not None:
+        return key, True
+    store.put(key, canonical_json(make_approval(authority, request, approved_utc)) + b"\n")
+    return key, False
+
+
+def revoke(store: Store, authority: nacl.signing.SigningKey, station_id: str, public: str,
+           reason: str, revoked_utc: str) -> tuple[str, bool]:
+    key = revocation_key(store, public)
+    if store.head(key) is not None:
+        return key, True
+    rec = make_revocation(authority, station_id, public, reason, revoked_utc)
+    store.put(key, canonical_json(rec) + b"\n")
+    return key, False
 
 
 def doctor_check(ctx: Any) -> Any:
@@ -214,5 +467,20 @@ def doctor_check(ctx: Any) -> Any:
     if enr.public_key != public:
         return Check("enrolment", FAIL, str(EnrolmentConflict(ctx.station_id, enr.fingerprint,
                                                               details["fingerprint"])), details)
-    return Check("enrolment", OK, f"enrolled as {ctx.station_id}, fingerprint {details['fingerprint']}",
-                 details)
+    text = f"enrolled as {ctx.station_id}, fingerprint {details['fingerprint']}"
+    authorities = list(ctx.policy.crypto.site_authorities)
+    if not authorities:
+        return Check("enrolment", OK, text, details)
+    try:
+        store = open_store(ctx.policy, ctx.secrets, ctx.data_dir)
+        try:
+            st = site_trust(store, authorities).stations.get(ctx.station_id)
+        finally:
+            store.close()
+    except StationError as exc:
+        return Check("enrolment", WARN, f"{text}; approval not checked: {exc}", details)
+    details["approval"] = st.state if st else "pending"
+    if details["approval"] == "approved":
+        return Check("enrolment", OK, f"{text}, approved by the site authority", details)
+    return Check("enrolment", WARN, f"{text}, approval {details['approval']}: reviewers do not "
+                 "trust this seat's sessions until IT runs `station site approve`", details)

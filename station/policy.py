@@ -152,7 +152,11 @@ SCHEMA: tuple[Key, ...] = (
     Key("crypto.recipients", list, [], "Recipient public keys ('x25519:BASE64'); every segment key "
         "is wrapped for each. Required for recording.", pattern=RECIPIENT_RE),
     Key("crypto.trusted_stations", list, [], "Reviewer side: station signing keys "
-        "('ed25519:BASE64') trusted in addition to those enrolled in storage.",
+        "('ed25519:BASE64') trusted in addition to those approved by a site authority.",
+        pattern=r"ed25519:[A-Za-z0-9+/]{43}="),
+    Key("crypto.site_authorities", list, [], "Reviewer side: public keys ('ed25519:BASE64') of "
+        "the site enrolment authorities; a station key in storage is trusted only with an "
+        "approval signed by one of them (`station site approve`).",
         pattern=r"ed25519:[A-Za-z0-9+/]{43}="),
     # --- storage ----------------------------------------------------------------------------
     Key("storage.kind", str, "local", "Central storage: a local folder (embedded default) or "

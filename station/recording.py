@@ -315,8 +315,10 @@ class RecordingSession:
                    "duration_s": round((min(p.end_ns, self.clock.now_ns()) - p.gate_ns) / 1e9, 3),
                    "start_pts_ms": (p.gate_ns - self.clock.t0_ns) // 1_000_000,
                    "sources": self._source_info}
+        sealed = False
         try:
             self.sealer.finish(code, summary)
+            sealed = True
         except Exception as exc:
             log.error("sealing the session manifest failed: %s", exc)
             summary["errors"].append(f"finish: {exc}")
@@ -326,7 +328,7 @@ class RecordingSession:
             self.summary = summary
         try:
             self.ctx.audit.append("recording_stopped", session=self.session_id, code=str(code),
-                                  segments=p.seq)
+                                  segments=p.seq, sealed=sealed)
         except Exception as exc:  # the recording is sealed; the audit line is best effort here
             log.error("audit: %s", exc)
         self._finished.set()

@@ -231,18 +231,37 @@ def _sealed_session(root: Path, sid: str, station_id: str, sk: nacl.signing.Sign
     sealer.finish("normal", {})
 
 
-def test_reviewer_verify_trusts_enrolled_stations_only(
+def _with_authority(policy: Path, authority: nacl.signing.SigningKey) -> None:
+    text = policy.read_text().replace("[storage]", "[crypto]\nsite_authorities = "
+                                      f'["{keys.station_text(authority.verify_key)}"]\n[storage]', 1)
+    policy.write_text(text)
+
+
+def test_reviewer_verify_trusts_approved_stations_only(
         tmp_path: Path, station_home: Path, keyring_service: str, local_policy: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     """A reviewer (no station key of its own) verifies sessions in central storage: the one
-    signed by an enrolled station is intact, the one signed by an unknown key is untrusted."""
+    signed by an enrolled station is intact once the site authority approved it (not before),
+    the one signed by an unknown key is untrusted."""
     store = LocalFolderStore(tmp_path / "central")
     enrolled, stranger = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
-    enrolment.register(store, enrolment.make_record(enrolled, "seat-007", site="sh-01",
-                                                    enrolled_utc="x", station_version="t"))
+    record = enrolment.make_record(enrolled, "seat-007", site="sh-01", enrolled_utc="x",
+                                   station_version="t")
+    enrolment.register(store, record)
     day = tmp_path / "central" / "2026" / "11" / "24"
     _sealed_session(day / "seat-007", "20261124T080000Z-0000aaaa", "seat-007", enrolled)
     _sealed_session(day / "seat-666", "20261124T080000Z-0000bbbb", "seat-666", stranger)
+    # enrolled (a request in storage) but not approved: not trusted, and verify says why
+    rc, res, err = _run(capsys, "verify", "--json", "--policy", str(local_policy),
+                        "20261124T080000Z-0000aaaa")
+    assert rc == 3 and res["verdict"] == "untrusted", err
+    assert "not trusted on its own" in json.dumps(res)
+    authority = nacl.signing.SigningKey.generate()
+    _with_authority(local_policy, authority)
+    rc, res, err = _run(capsys, "verify", "--json", "--policy", str(local_policy),
+                        "20261124T080000Z-0000aaaa")
+    assert rc == 3 and "not approved by the site authority" in json.dumps(res), err
+    enrolment.approve(store, authority, enrolment.parse_record(canonical_json(record), "t"), "t")
     rc, res, err = _run(capsys, "verify", "--json", "--policy", str(local_policy),
                         "20261124T080000Z-0000aaaa")
     assert rc == 0 and res["intact"] is True, err
@@ -279,12 +298,12 @@ def test_doctor_reports_enrolment_missing_then_ok_then_conflict(
 
 
 @pytest.mark.integration
-def test_remote_verify_in_s3_trusts_enrolled_stations_only(
+def test_remote_verify_in_s3_trusts_approved_stations_only(
         tmp_path: Path, station_home: Path, keyring_service: str, s3, s3_lock_bucket: str,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     """Against SeaweedFS with Object Lock: a reviewer with only storage credentials (no station
-    key of its own) verifies two sessions read from central storage; only the enrolled station's
-    is intact."""
+    key of its own) verifies two sessions read from central storage; only the enrolled and
+    approved station's is intact."""
     from uploader.layout import session_key
     from uploader.stores import S3Settings, S3Store
 
@@ -293,9 +312,13 @@ def test_remote_verify_in_s3_trusts_enrolled_stations_only(
     store = S3Store(S3Settings(bucket=s3_lock_bucket, prefix="site1", endpoint=s3.endpoint),
                     s3.access_key, s3.secret_key)
     enrolled, stranger = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    authority = nacl.signing.SigningKey.generate()
+    _with_authority(policy, authority)
     try:
-        enrolment.register(store, enrolment.make_record(enrolled, "seat-a", site="sh-01",
-                                                        enrolled_utc="x", station_version="t"))
+        record = enrolment.make_record(enrolled, "seat-a", site="sh-01", enrolled_utc="x",
+                                       station_version="t")
+        enrolment.register(store, record)
+        enrolment.approve(store, authority, enrolment.parse_record(canonical_json(record), "t"), "t")
         for sid, station, sk in (("20261124T090000Z-0000aaaa", "seat-a", enrolled),
                                  ("20261124T090000Z-0000bbbb", "seat-b", stranger)):
             _sealed_session(tmp_path / "spool", sid, station, sk)

@@ -57,7 +57,7 @@ ZH: dict[str, str] = {
     "to YYYY-MM-DD": "止 YYYY-MM-DD", "station": "坐席", "agent": "业务员", "any QC": "全部质检",
     "flagged": "有质检标记", "any steps": "全部步骤", "step missing": "缺少步骤",
     "any integrity": "全部完整性",
-    "intact": "完整", "unverified": "未校验", "incomplete": "未完成", "sessions": "个会话", "of": "/",
+    "intact": "完整", "RECOVERED": "崩溃后恢复", "recovered": "已恢复", "unverified": "未校验", "incomplete": "未完成", "sessions": "个会话", "of": "/",
     "▶ Play": "▶ 播放", "❚❚ Pause": "❚❚ 暂停", "Speed": "倍速", "Export…": "导出…",
     "INTACT": "完整 INTACT", "NOT INTACT": "不完整 NOT INTACT",
 }
@@ -127,6 +127,8 @@ class CatalogModel(QAbstractTableModel):
             if key == "verdict":
                 if row.verdict == "intact":
                     return QColor("#2e7d32")
+                if row.verdict == "recovered":
+                    return QColor("#e65100")
                 if row.verdict not in ("unverified",):
                     return QColor("#c62828")
             if key == "flags" and row.qc_flags:
@@ -171,8 +173,8 @@ class FilterBar(QWidget):
         for s in steps:
             self.step.addItem(f"missing: {s}", s)
         self.verdict = QComboBox()
-        for label, value in (("any integrity", None), ("intact", "intact"), ("unverified", "unverified"),
-                             ("incomplete", "incomplete")):
+        for label, value in (("any integrity", None), ("intact", "intact"), ("recovered", "recovered"),
+                             ("unverified", "unverified"), ("incomplete", "incomplete")):
             self.verdict.addItem(tr(label), value)
         lay = QHBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
@@ -223,6 +225,12 @@ class VerdictPanel(QWidget):
             self.banner.setText(f"✔ {tr('INTACT')} — session {report['session']}: every signature, the chain "
                                 f"and all {len(report['segments'])} segment hashes verify.")
             self.banner.setStyleSheet("background:#e8f5e9; color:#1b5e20; padding:6px; font-weight:bold;")
+        elif report.get("verdict") == "recovered":
+            rec = report.get("recovery") or {}
+            self.banner.setText(f"◐ {tr('RECOVERED')} — session {report['session']}: ended by a crash; "
+                                f"complete and untampered up to {rec.get('until_utc')} "
+                                f"({rec.get('kept_s')} s kept, at most {rec.get('lost_s_max')} s lost).")
+            self.banner.setStyleSheet("background:#fff8e1; color:#e65100; padding:6px; font-weight:bold;")
         else:
             cats = ", ".join(c for c in report["categories"] if c != "ok")
             text = f"✖ {tr('NOT INTACT')} — session {report['session']}: {cats}."

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from station import logs
+from station.crypto.session import CHECKPOINTS
 from uploader import layout
 from uploader.bandwidth import Backoff, TokenBucket
 from uploader.errors import JournalConflict, ObjectMissing, SpoolCorrupt, StorageError
@@ -341,6 +342,8 @@ class Uploader:
                     Path(e.path).unlink()
                 with contextlib.suppress(JournalConflict):  # another uploader purged it too
                     self.journal.transition(e.key, VERIFIED, PURGED)
+            with contextlib.suppress(FileNotFoundError):  # the seat's own recovery aid
+                (session_dir / CHECKPOINTS).unlink()
             with contextlib.suppress(OSError):
                 session_dir.rmdir()  # only if empty: anything unexpected stays for a human
             if session_dir.exists():
@@ -599,6 +602,21 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
+
+
+def finished_in_journal(data_dir: Path) -> dict[str, str]:
+    """Sessions whose session.json the upload journal has seen: ``{session id: detail}`` (crash
+    recovery treats such a session, found again without its session.json, as tampered with)."""
+    path = journal_path(Path(data_dir))
+    if not path.exists():
+        return {}
+    j = Journal(path)
+    try:
+        return {e.session_id: f"the upload journal holds this session's session.json ({e.key}, "
+                f"{e.state}); the spool copy is gone"
+                for e in j.entries() if e.role == layout.SESSION and e.session_id}
+    finally:
+        j.close()
 
 
 def backlog(data_dir: Path, station_id: str = "station") -> dict[str, Any]:

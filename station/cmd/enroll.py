@@ -7,8 +7,9 @@ Enrols this station once, as IT deploys it:
    from two lines on standard input (access key id, then secret);
 2. the station signing key is created in the keyring if there is none;
 3. the station's public key is registered in central storage under
-   ``<prefix>/enrolment/<station_id>.json`` (see station/enrolment.py), which is what reviewers trust;
-4. the fingerprint is printed (IT may compare it with what reviewers see).
+   ``<prefix>/enrolment/<station_id>.json`` (see station/enrolment.py) as an enrolment request;
+   reviewers trust it once IT's site authority approves it (``station site approve``);
+4. the fingerprint is printed: IT collects it for ``station site approve --expect``.
 
 Every step can be repeated: a second run with nothing to import re-registers (a no-op when the
 record is there). Bad input is refused before anything is changed, and the enrolment file is
@@ -194,13 +195,16 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
         store = open_store(pol, ctx.secrets, ctx.data_dir)
         try:
             key, already = enrolment.register(store, record)
+            approved = store.head(enrolment.approval_key(store, ctx.station_id,
+                                                         result["public_key"])) is not None
         finally:
             store.close()
     except enrolment.EnrolmentConflict:
         raise
     except StationError as exc:
         raise RegistrationFailed(saved, exc) from None
-    result.update({"registered": key, "already_enrolled": already, "store": store.describe()})
+    result.update({"registered": key, "already_enrolled": already, "store": store.describe(),
+                   "approved": approved})
     if not already:
         ctx.audit.append("station-enrolled", station=ctx.station_id, fingerprint=result["fingerprint"],
                          store=store.describe(), key=key)
@@ -217,6 +221,9 @@ def human(result: dict[str, Any]) -> str:
     if result.get("registered"):
         state = "already enrolled" if result.get("already_enrolled") else "registered"
         lines.append(f"enrolment    {state}: {result['store']} {result['registered']}")
+        lines.append("approval     " + ("approved by the site authority" if result.get("approved")
+                                      else "pending: IT approves it with `station site approve`; "
+                                      "until then reviewers do not trust this seat's sessions"))
     else:
         lines.append("enrolment    not registered (run `station enroll` again without --no-register)")
     return "\n".join(lines)

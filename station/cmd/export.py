@@ -40,6 +40,9 @@ def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust", metavar="ed25519:KEY", action="append", default=[],
                    help="also trust this station key")
     p.add_argument("--no-concat", action="store_true", help="skip the joined session.mkv")
+    from uploader.remote import REMOTE_OPTION
+
+    p.add_argument(*REMOTE_OPTION[0], **REMOTE_OPTION[1])
 
 
 def _create(path: Path, data: bytes | None = None) -> Any:

@@ -32,7 +32,10 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
     if not args.duration > 0:
         raise UsageError(f"--duration {args.duration}: expected a positive number of seconds")
     ctx.ensure_dirs()
-    recovered = recover_spool(ctx.spool_dir, require_signing_key(ctx.secrets), ctx.station_id)
+    from uploader.service import finished_in_journal
+
+    recovered = recover_spool(ctx.spool_dir, require_signing_key(ctx.secrets), ctx.station_id,
+                              audit=ctx.audit, finished=finished_in_journal(ctx.data_dir))
     rec = RecordingSession(ctx, fake_devices=args.fake_devices, agent=args.agent,
                            business_ref=args.business_ref, camera=args.camera, mic=args.mic,
                            monitor=args.monitor)

@@ -6,8 +6,11 @@ the command's logic):
 * ``SOURCES``: functions ``(args, ctx, session_id) -> SessionSource | None`` tried in order; the
   first that returns a source wins. The uploader adds central storage (``--remote``) by adding
   an option to ``OPTIONS`` and a function here.
-* ``TRUST``: functions ``(ctx) -> iterable of 'ed25519:...'`` station keys to trust; the
-  installer adds the keys enrolled in storage.
+* ``TRUST``: functions ``(ctx) -> iterable of 'ed25519:...'`` station keys to trust: the local
+  station's own key, the policy's pinned keys, the keys a site authority of the policy approved
+  in storage (with the reason any other key seen there is not trusted).
+
+Exit code: 0 intact, 4 recovered after a crash, 3 anything else (altered, open, untrusted).
 """
 
 from __future__ import annotations
@@ -20,7 +23,13 @@ from typing import Any
 from station.cli import EXIT_NOT_INTACT, EXIT_OK
 from station.context import Context
 from station.crypto import keys
-from station.crypto.verify import DirSource, SessionSource, format_report, verify_session
+from station.crypto.verify import (
+    DirSource,
+    SessionSource,
+    TrustedKeys,
+    format_report,
+    verify_session,
+)
 from station.errors import StationError
 
 HELP = "check a session's signatures, chain, order, hashes and sizes (no private key needed)"
@@ -101,13 +110,16 @@ def find_source(args: argparse.Namespace, ctx: Context, sid: str) -> SessionSour
     raise SessionNotFound(sid, f"{ctx.spool_dir}, {store_root(ctx)}")
 
 
-def trusted_keys(args: argparse.Namespace, ctx: Context) -> set[str]:
-    out: set[str] = set()
+def trusted_keys(args: argparse.Namespace, ctx: Context, storage: bool = True) -> TrustedKeys:
+    """Every ``TRUST`` source (``storage=False``: all but the enrolment objects in storage) and
+    the ``--trust`` keys, with the reasons the storage source gives for keys it does not trust."""
+    out = TrustedKeys()
     for fn in TRUST:
-        out.update(fn(ctx))
+        if storage or fn is not _enrolled:
+            out.merge(fn(ctx))
     for t in getattr(args, "trust", []) or []:
         keys.parse_station(t)
-        out.add(t.strip())
+        out.merge([t.strip()])
     return out
 
 
@@ -121,5 +133,12 @@ def human(result: dict[str, Any]) -> str:
     return format_report(result)
 
 
+EXIT_RECOVERED = 4
+
+
 def exit_code(result: dict[str, Any]) -> int:
-    return EXIT_OK if result.get("intact") else EXIT_NOT_INTACT
+    """0 intact, 4 recovered after a crash (complete up to the crash, nothing else wrong),
+    3 anything else."""
+    if result.get("intact"):
+        return EXIT_OK
+    return EXIT_RECOVERED if result.get("verdict") == "recovered" else EXIT_NOT_INTACT

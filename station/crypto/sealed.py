@@ -33,7 +33,7 @@ import json
 import os
 import struct
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -86,6 +86,16 @@ class WrongKey(SealError, PermissionError):
 class Altered(SealError):
     """{}: message {} at byte {} failed authentication (altered, reordered or corrupted): {}"""
 
+    @property
+    def at_message(self) -> int:
+        """N of docs/format.md 2.5: messages 0..N-1 verified, message N failed."""
+        return int(self.args[1])
+
+    @property
+    def offset(self) -> int:
+        """o: file offset of message N's frame word, the end of the verified part."""
+        return int(self.args[2])
+
 
 BadTag = Altered
 
@@ -99,10 +109,15 @@ class Truncated(SealError, EOFError):
 
     @property
     def messages(self) -> int:
+        """N of docs/format.md 2.5: complete, verified messages (0..N-1); N is the first missing."""
         return int(self.args[1])
+
+    at_message = messages
 
     @property
     def offset(self) -> int:
+        """o: where message N's frame starts, the end of the verified part (0 while N = 0: a
+        cut anywhere in the prefix or in message 0 leaves nothing verified)."""
         return int(self.args[2])
 
 
@@ -164,8 +179,13 @@ class SealedWriter:
 
     def __init__(self, path: str | os.PathLike[str], recipients: Iterable[Any],
                  header_fields: Mapping[str, Any] | None = None, *, fsync_on_flush: bool = False,
-                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
+                 max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 checkpoint: Callable[[SealedWriter, int, int, str, bool], None] | None = None
+                 ) -> None:
         self.path = Path(path)
+        # called before each message's bytes are written: (writer, messages, bytes, sha256,
+        # final) as the file will be once they are (SessionSealer signs it: checkpoints.log)
+        self._checkpoint = checkpoint
         pubs = [_as_public(r) for r in recipients]
         if not pubs:
             raise SealError("no recipients: the policy must name at least one (crypto.recipients)")
@@ -199,8 +219,7 @@ class SealedWriter:
         fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         self._fh: BinaryIO = os.fdopen(fd, "wb", buffering=0)
         try:
-            self._emit(prefix)
-            self._push(b"", ad=prefix, final=False)
+            self._push(b"", ad=prefix, final=False, lead=prefix)  # one checkpointed write
             self._fh.flush()
         except BaseException:
             self._fh.close()
@@ -224,11 +243,22 @@ class SealedWriter:
             self.failed = exc
             raise
 
-    def _push(self, plaintext: bytes, ad: bytes | None, final: bool) -> None:
-        word = _frame_word(len(plaintext) + ABYTES, final)
+    def _push(self, plaintext: bytes, ad: bytes | None, final: bool, lead: bytes = b"") -> None:
+        """Encrypt one message and write it (after ``lead``: the prefix, for message 0)."""
+        word = lead + _frame_word(len(plaintext) + ABYTES, final)
         ct = nb.crypto_secretstream_xchacha20poly1305_push(
             self._state, plaintext, ad if ad is not None else word,
             TAG_FINAL if final else TAG_MESSAGE)
+        if self._checkpoint is not None:  # write-ahead: the file never holds more than vouched
+            h = self._hash.copy()
+            h.update(word)
+            h.update(ct)
+            try:
+                self._checkpoint(self, self.messages + 1, self.bytes_written + len(word) + len(ct),
+                                 h.hexdigest(), final)
+            except OSError as exc:  # e.g. disk full: the same as a failed write of the message
+                self.failed = exc
+                raise
         self._emit(word + ct)
         self.messages += 1
 
@@ -299,42 +329,130 @@ def _read_exact(fh: BinaryIO, n: int) -> bytes:
     return bytes(out)
 
 
+HEADER_KINDS = (*KINDS, "qc")  # qc: a sealed QC report (station/review/qc.py)
+MAX_HEADER_DEPTH = 16
+WRAPPED_BYTES = 80  # crypto_box_seal of the 32-byte file key: ephemeral key 32 + box 48
+_INT64 = 1 << 63
+_HEX = frozenset("0123456789abcdef")
+
+
+def _is_int(value: Any, least: int) -> bool:
+    """An integer of docs/format.md 2.2 (JSON true/false are not, though Python's bool is an int)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= least
+
+
+def _json_problem(value: Any, depth: int) -> str | None:
+    """Header rules 3-4: nesting depth, and integers only, so that no reader has to reproduce
+    Python's float formatting to check the canonical form."""
+    if depth > MAX_HEADER_DEPTH:
+        return f"nested deeper than {MAX_HEADER_DEPTH}"
+    if isinstance(value, float):
+        return f"number {value!r} is not an integer"
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        return f"integer {value} out of range"
+    children = value.values() if isinstance(value, dict) else value if isinstance(value, list) \
+        else ()
+    for child in children:
+        problem = _json_problem(child, depth + 1)
+        if problem:
+            return problem
+    return None
+
+
+def _wrapped_box(text: str) -> bytes | None:
+    """The sealed box in a ``wrapped`` member; None unless it is the one canonical base64 of
+    exactly 80 bytes (a lenient decoder would accept the same key in several spellings)."""
+    if len(text) != 108 or not text.isascii():
+        return None
+    try:
+        box = base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    return box if len(box) == WRAPPED_BYTES and b64(box) == text else None
+
+
+def check_header(raw: bytes, version: int) -> dict[str, Any]:
+    """The header object (docs/format.md 2.2, "Valid header"), or ValueError naming the rule.
+
+    Needs no key, so scan_frames applies it too: a keyless walker, a reader and verify parse the
+    same bytes into the same object (canonical form leaves no duplicate names or escapes that
+    parsers read differently), and nothing after it meets a mistyped member."""
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except RecursionError:  # json's parser recurses; a deep header must not crash a reader
+        raise ValueError(f"nested deeper than {MAX_HEADER_DEPTH}") from None
+    if not isinstance(header, dict):
+        raise ValueError("not a JSON object")
+    problem = _json_problem(header, 1)
+    if problem:
+        raise ValueError(problem)
+    try:
+        canonical = canonical_json(header)
+    except ValueError as exc:  # NaN or an infinity, an escaped lone surrogate
+        raise ValueError(f"not canonical JSON ({exc})") from None
+    if canonical != raw:
+        raise ValueError("not canonical JSON (whitespace, member order, a duplicate name, an "
+                         "escape or a byte order mark)")
+    if not _is_int(header.get("format"), 0) or header["format"] != version:
+        raise ValueError(f"format member {header.get('format')!r} is not the version word "
+                         f"{version}")
+    recips = header.get("recipients")
+    if not isinstance(recips, list) or not recips:
+        raise ValueError("no recipients")
+    for r in recips:
+        if not isinstance(r, dict):
+            raise ValueError("a recipient entry is not an object")
+        fp, wrapped = r.get("fp"), r.get("wrapped")
+        if not isinstance(fp, str) or len(fp) != 32 or not set(fp) <= _HEX:
+            raise ValueError(f"recipient fp {fp!r} is not 32 lower-case hex characters")
+        if not isinstance(wrapped, str) or _wrapped_box(wrapped) is None:
+            raise ValueError(f"recipient {fp}: wrapped is not the base64 of {WRAPPED_BYTES} bytes")
+    for member in ("station", "session", "created_utc"):
+        if member in header and not isinstance(header[member], str):
+            raise ValueError(f"{member} is not a string")
+    if "seq" in header and not _is_int(header["seq"], 1):
+        raise ValueError(f"seq {header['seq']!r} is not an integer >= 1")
+    if "kind" in header and header["kind"] not in HEADER_KINDS:
+        raise ValueError(f"kind {header['kind']!r} is not one of {', '.join(HEADER_KINDS)}")
+    if "created_mono_ns" in header and not _is_int(header["created_mono_ns"], 0):
+        raise ValueError(f"created_mono_ns {header['created_mono_ns']!r} is not an integer >= 0")
+    return header
+
+
 def parse_prefix(fh: BinaryIO, name: str) -> tuple[dict[str, Any], bytes]:
-    """Read magic, version and header; return (header dict, raw prefix bytes incl. ss header)."""
-    fixed = _read_exact(fh, _PREFIX.size)
-    if len(fixed) < len(MAGIC) and MAGIC.startswith(fixed):
-        raise Truncated(name, 0, len(fixed), "inside the magic")
-    if fixed[:8] != MAGIC:
+    """Steps 1-5 of docs/format.md 2.5; returns (header dict, prefix bytes incl. ss header).
+
+    Each field is judged as soon as its bytes are read, before anything after it, so a complete
+    but wrong field wins over a cut further on. A cut anywhere here is Truncated at message 0,
+    offset 0: nothing has verified yet."""
+    magic = _read_exact(fh, len(MAGIC))
+    if magic != MAGIC[:len(magic)]:  # judged byte by byte: a short non-segment is no segment
         raise BadHeader(name, "not a DualRec sealed segment (magic)")
-    if len(fixed) < 10:
-        raise Truncated(name, 0, len(fixed), "inside the version word")
-    version = struct.unpack(">H", fixed[8:10])[0]
-    if version not in SUPPORTED_FORMATS:
+    if len(magic) < len(MAGIC):
+        raise Truncated(name, 0, 0, f"{len(magic)} bytes, inside the magic")
+    vword = _read_exact(fh, 2)
+    if len(vword) < 2:
+        raise Truncated(name, 0, 0, "inside the version word")
+    version = struct.unpack(">H", vword)[0]
+    if version not in SUPPORTED_FORMATS:  # its layout is unknown: a short file is not "cut"
         raise UnsupportedFormat(name, version, ", ".join(map(str, SUPPORTED_FORMATS)))
-    if len(fixed) < _PREFIX.size:
-        raise Truncated(name, 0, len(fixed), "inside the header length")
-    hlen = struct.unpack(">I", fixed[10:14])[0]
+    hword = _read_exact(fh, 4)
+    if len(hword) < 4:
+        raise Truncated(name, 0, 0, "inside the header length")
+    hlen = struct.unpack(">I", hword)[0]
     if not 1 <= hlen <= MAX_HEADER_BYTES:
         raise BadHeader(name, f"header length {hlen} out of range")
     hraw = _read_exact(fh, hlen)
-    ss = _read_exact(fh, SS_HEADER_BYTES)
-    if len(hraw) < hlen or len(ss) < SS_HEADER_BYTES:
-        raise Truncated(name, 0, len(fixed) + len(hraw) + len(ss), "inside the header")
+    if len(hraw) < hlen:
+        raise Truncated(name, 0, 0, f"inside the header ({len(hraw)} of {hlen} bytes)")
     try:
-        header = json.loads(hraw.decode("utf-8"))
-        if not isinstance(header, dict):
-            raise ValueError("not an object")
-        recips = header["recipients"]
-        if not isinstance(recips, list) or not recips:
-            raise ValueError("no recipients")
-        for r in recips:
-            if not isinstance(r.get("fp"), str) or not isinstance(r.get("wrapped"), str):
-                raise ValueError("bad recipient entry")
-        if header.get("format") != version:
-            raise ValueError("format field does not match the version word")
-    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError) as exc:
+        header = check_header(hraw, version)
+    except ValueError as exc:
         raise BadHeader(name, f"header JSON: {exc}") from None
-    return header, fixed + hraw + ss
+    ss = _read_exact(fh, SS_HEADER_BYTES)
+    if len(ss) < SS_HEADER_BYTES:
+        raise Truncated(name, 0, 0, "inside the secretstream header")
+    return header, magic + vword + hword + hraw + ss
 
 
 class SealedReader(io.RawIOBase):
@@ -376,30 +494,28 @@ class SealedReader(io.RawIOBase):
     def _open(self, identities: Iterable[Any] | Any) -> None:
         if isinstance(identities, (str, bytes, nacl.public.PrivateKey)):
             identities = [identities]
-        ids = [_as_private(i) for i in identities]
+        given = [_as_private(i) for i in identities]
+        ids: dict[str, nacl.public.PrivateKey] = {}
+        for ident in given:
+            ids.setdefault(recipient_fingerprint(bytes(ident.public_key)), ident)
         header, prefix = parse_prefix(self._fh, self.name_)
         self.header = header
-        entries = {r["fp"]: r["wrapped"] for r in header["recipients"]}
+        # step 6: the entries that name one of our identities, in file order (several may, even
+        # for one key); the first that opens gives the key, so the result does not depend on
+        # the order the identities were given in. check_header made every box 80 bytes.
+        matching = [r for r in header["recipients"] if r["fp"] in ids]
+        if not matching:
+            raise NoMatchingRecipient(self.name_, len(given), ", ".join(
+                sorted({r["fp"] for r in header["recipients"]})))
         key: bytes | None = None
-        matched = False
-        for ident in ids:
-            fp = recipient_fingerprint(bytes(ident.public_key))
-            if fp not in entries:
-                continue
-            matched = True
+        for r in matching:
             try:
-                key = nacl.public.SealedBox(ident).decrypt(unb64(entries[fp], "wrapped key"))
-            except (nacl.exceptions.CryptoError, ValueError):
-                last_fp = fp
-                continue
-            if len(key) != KEY_BYTES:
-                key = None
+                key = nacl.public.SealedBox(ids[r["fp"]]).decrypt(base64.b64decode(r["wrapped"]))
+            except nacl.exceptions.CryptoError:
                 continue
             break
         if key is None:
-            if matched:
-                raise WrongKey(self.name_, last_fp)
-            raise NoMatchingRecipient(self.name_, len(ids), ", ".join(sorted(entries)))
+            raise WrongKey(self.name_, matching[0]["fp"])
         self._state = nb.crypto_secretstream_xchacha20poly1305_state()
         nb.crypto_secretstream_xchacha20poly1305_init_pull(
             self._state, prefix[-SS_HEADER_BYTES:], key)
@@ -438,9 +554,9 @@ class SealedReader(io.RawIOBase):
             self._done = True
             return None
         word = _read_exact(self._fh, 4)
-        if len(word) < 4:
+        if len(word) < 4:  # 0 to 3 bytes left: cut (2.5 step 8.1); before message 0 verified, o = 0
             self._done = True
-            self._pending = Truncated(self.name_, n, start,
+            self._pending = Truncated(self.name_, n, start if n else 0,
                                       "end of file" if not word else "partial frame word")
             return None
         value = struct.unpack(">I", word)[0]
@@ -451,14 +567,14 @@ class SealedReader(io.RawIOBase):
             self._pending = BadHeader(self.name_, f"header message frame word {value:#x} is not "
                                       f"{ABYTES:#x}")
             return None
-        if clen < ABYTES or clen > MAX_FRAME_BYTES:
+        if clen < ABYTES or clen > MAX_FRAME_BYTES:  # judged before the bytes it announces
             self._done = True
             self._pending = Altered(self.name_, n, start, f"frame length {clen} invalid")
             return None
         ct = _read_exact(self._fh, clen)
         if len(ct) < clen:
             self._done = True
-            self._pending = Truncated(self.name_, n, start,
+            self._pending = Truncated(self.name_, n, start if n else 0,
                                       f"partial message: {len(ct)} of {clen} bytes")
             return None
         snap = self._snapshot()
@@ -642,14 +758,21 @@ class SealedReader(io.RawIOBase):
 
 
 # --- keyless structure scan -------------------------------------------------------------------
+_PREFIX_CATEGORY = {Truncated: "truncated", BadHeader: "bad header",
+                    UnsupportedFormat: "unsupported format"}
+
+
 def scan_frames(source: str | os.PathLike[str] | BinaryIO, name: str | None = None
                 ) -> dict[str, Any]:
-    """Walk the frame structure without any key (recovery and verify on the seat).
+    """Walk the frame structure without any key (recovery and verify on the seat): docs/format.md
+    2.6, i.e. 2.5 without the recipient step and without anything that needs the key (tags).
 
-    Returns header, messages (complete frames incl. message 0), final (last frame flagged FINAL
-    and nothing after it), good_bytes (end of the last complete frame), size, sha256,
-    trailing (bytes after the last complete frame) and anomaly (why the walk stopped early, or
-    None). Never raises for damaged content. Tags are NOT checked: this needs no key.
+    Returns status (the category reached: ok, truncated, bad header, unsupported format,
+    bad tag), messages and good_bytes (N and o of 2.5 where the walk stopped: a reader with the
+    key whose tags all verify stops at exactly this N and o), final (status is ok), header ({}
+    if the prefix failed), size, sha256, trailing (size - good_bytes) and anomaly (why the walk
+    stopped on damage, None when it ended cleanly or cut). Never raises for damaged content.
+    Nothing here is authenticated: a FINAL flag or a length can be edited without the key.
     """
     if isinstance(source, (str, os.PathLike)):
         own, label = True, name or os.fspath(source)
@@ -667,47 +790,38 @@ def scan_frames(source: str | os.PathLike[str] | BinaryIO, name: str | None = No
             return data
 
     tee: Any = _Tee()
+
+    def result(header: dict[str, Any], status: str, messages: int, good: int,
+               anomaly: str | None) -> dict[str, Any]:
+        while _read_exact(tee, 1 << 20):  # hash the whole file as found, whatever stopped us
+            pass
+        return {"header": header, "status": status, "messages": messages,
+                "final": status == "ok", "good_bytes": good, "size": total[0],
+                "trailing": total[0] - good, "sha256": hasher.hexdigest(), "anomaly": anomaly}
+
     try:
         try:
             header, prefix = parse_prefix(tee, label)
-        except SealError as exc:  # cut or damaged before the first frame: still hash it all
-            while _read_exact(tee, 1 << 20):
-                pass
-            return {"header": {}, "messages": 0, "final": False, "good_bytes": 0,
-                    "size": total[0], "trailing": total[0], "sha256": hasher.hexdigest(),
-                    "anomaly": str(exc)}
-        good = len(prefix)
-        messages = 0
-        final = False
-        anomaly = None
+        except SealError as exc:  # steps 1-5: cut or damaged before the first frame
+            return result({}, _PREFIX_CATEGORY.get(type(exc), "bad header"), 0, 0, str(exc))
+        n, o, final = 0, len(prefix), False
         while True:
             word = _read_exact(tee, 4)
+            if final:  # nothing may follow FINAL, however few bytes
+                return result(header, "bad tag" if word else "ok", n, o,
+                              "data after the FINAL frame" if word else None)
             if len(word) < 4:
-                break
+                return result(header, "truncated", n, o if n else 0, None)
             value = struct.unpack(">I", word)[0]
             clen = value & LEN_MASK
-            if final:
-                anomaly = "data after the FINAL frame"
-                body = _read_exact(tee, 1 << 20)
-                while body:
-                    body = _read_exact(tee, 1 << 20)
-                break
+            if n == 0 and value != ABYTES:
+                return result(header, "bad header", 0, 0,
+                              f"header message frame word {value:#x} is not {ABYTES:#x}")
             if clen < ABYTES or clen > MAX_FRAME_BYTES:
-                anomaly = f"frame {messages} length {clen} invalid"
-                while _read_exact(tee, 1 << 20):
-                    pass
-                break
-            body = _read_exact(tee, clen)
-            if len(body) < clen:
-                break
-            messages += 1
-            good += 4 + clen
-            final = bool(value & FINAL_FLAG)
-        while _read_exact(tee, 1 << 20):
-            pass
-        return {"header": header, "messages": messages, "final": final and anomaly is None,
-                "good_bytes": good, "size": total[0], "trailing": total[0] - good,
-                "sha256": hasher.hexdigest(), "anomaly": anomaly}
+                return result(header, "bad tag", n, o, f"frame {n} length {clen} invalid")
+            if len(_read_exact(tee, clen)) < clen:
+                return result(header, "truncated", n, o if n else 0, None)
+            n, o, final = n + 1, o + 4 + clen, bool(value & FINAL_FLAG)
     finally:
         if own:
             fh.close()

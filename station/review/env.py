@@ -42,20 +42,22 @@ def add_reviewer_options(p: Any) -> None:
                    help="also trust this station key")
 
 
-def trusted_keys(ctx: Any, store: Any, extra: list[str] | None = None) -> list[str]:
-    """Policy-pinned keys, the local station's key, ``--trust`` keys and the stations enrolled in
-    the store."""
+def trusted_keys(ctx: Any, store: Any, extra: list[str] | None = None) -> Any:
+    """Policy-pinned keys, the local station's key, ``--trust`` keys and the station keys the
+    policy's site authorities approved in the store, with a reason for every other key seen
+    there (:class:`station.crypto.verify.TrustedKeys`)."""
     import argparse
 
     from station.cmd import verify as verify_cmd
-    from station.enrolment import enrolled_keys
+    from station.crypto.verify import TrustedKeys
+    from station.enrolment import site_trust
 
-    out = set(verify_cmd.trusted_keys(argparse.Namespace(trust=extra or []), ctx))
+    pinned = verify_cmd.trusted_keys(argparse.Namespace(trust=extra or []), ctx, storage=False)
     try:
-        out.update(f"{sid}={key}" for sid, key in enrolled_keys(store).items())
+        return site_trust(store, ctx.policy.crypto.site_authorities).trusted(sorted(pinned))
     except Exception as exc:  # unreadable enrolment: sessions show as untrusted, not an error
         log.warning("enrolled stations not read: %s", exc)
-    return sorted(out)
+        return TrustedKeys(sorted(pinned))
 
 
 def build(ctx: Any, identity_paths: list[Path] | None = None, trust: list[str] | None = None,

@@ -100,11 +100,13 @@ class ReviewSession:
         return bool(self.report and self.report["intact"])
 
     def verdict(self) -> str:
-        """Catalog verdict word: intact, or the problem categories joined."""
+        """Catalog verdict word: intact, recovered, or the problem categories joined."""
         if self.report is None:
             return "unverified"
         if self.report["intact"]:
             return "intact"
+        if self.report.get("verdict") == "recovered":  # complete up to a crash: its own word
+            return "recovered"
         return "not-intact:" + ",".join(c for c in self.report["categories"] if c != "ok")
 
     def segment_status(self) -> dict[int, str]:

@@ -12,8 +12,11 @@ its expected category on an ``expect:`` line:
   wrong key, no recipient, unsupported format. ``identity`` is the identity to read with,
   ``payload-sha256``/``payload-bytes`` describe the plaintext released before the end or the
   error.
-* session vectors ``session/<name>/`` (the files of a session folder) plus ``expect.txt`` with
-  ``expect:`` (ok, truncated, reordered, missing segment, bad signature) and ``trusted:`` lines.
+* session vectors ``session/<name>/`` (the files of a session folder as uploaded) plus
+  ``expect.txt`` with ``expect:`` (the one verify code, docs/format.md section 8; a few older
+  vectors use words: missing segment, bad signature), ``verdict:`` and ``trusted:`` lines.
+  The ``recovery-*`` cases are made by altering a crashed session's spool folder (without any
+  key) and running recovery on it, as the next station start would.
 """
 
 from __future__ import annotations
@@ -426,6 +429,32 @@ def tag_vectors(out: Path) -> None:
         "message 0 carries one byte (word 00 00 00 12)")
 
 
+def _rechain(d: Path, key: nacl.signing.SigningKey, edit: dict[int, Any] | None = None) -> None:
+    """Re-sign every manifest of ``d`` with ``key`` (``None``: strip the signature), applying
+    ``edit[seq](manifest)`` first, so the chain and session.json stay consistent: the forgery of
+    someone who holds a station key (or of a recovery that signs whatever it finds)."""
+    prev = "0" * 64
+    seqs = sorted(int(p.name[4:10]) for p in d.glob("seg-*.manifest.json"))
+    for seq in seqs:
+        p = d / f"seg-{seq:06d}.manifest.json"
+        man = {k: v for k, v in json.loads(p.read_bytes()).items() if k not in ("sig", "signer")}
+        man["prev"] = prev
+        if edit and seq in edit:
+            edit[seq](man)
+        man = sign(man, key) if key is not None else man
+        p.write_bytes(canonical_json(man) + b"\n")
+        prev = hashlib.sha256(canonical_json(man)).hexdigest()
+    p = d / "session.json"
+    if p.exists():
+        man = {k: v for k, v in json.loads(p.read_bytes()).items() if k not in ("sig", "signer")}
+        man["last_hash"] = prev
+        man = sign(man, key) if key is not None else man
+        p.write_bytes(canonical_json(man) + b"\n")
+
+
+def _file_entry(d: Path, name: str, entry: dict[str, Any]) -> dict[str, Any]:
+    data = (d / name).read_bytes()
+    return dict(entry, sha256=hashlib.sha256(data).hexdigest(), size=len(data))
 
 
 def session_vectors(out: Path, tmp: Path) -> None:
@@ -433,65 +462,159 @@ def session_vectors(out: Path, tmp: Path) -> None:
     trusted = station_text(STATION.verify_key)
     sid = "20261124T062500Z-0000beef"
 
-    def make(name: str, segments: int = 3, crash: bool = False) -> Path:
+    def make(name: str, segments: int = 3, crash: bool = False, finish: bool = True,
+             signer: nacl.signing.SigningKey = STATION) -> Path:
         d = out / name
         if d.exists():
             shutil.rmtree(d)
-        s = SessionSealer(d, sid, "vec-station", rcpt, STATION,
+        s = SessionSealer(d, sid, "vec-station", rcpt, signer,
                           {"agent": "agent-007", "site": "vec-site",
                            "started_utc": "2026-11-24T06:25:00.000Z"})
         for seq in range(1, segments + 1):
             for kind in ("media", "oplog", "masklog"):
                 w = s.open_segment(seq, kind)
-                w.write(f"{kind} {seq} ".encode() * 50)
-                w.flush()
+                for i in range(3):  # three checkpoints per file
+                    w.write(f"{kind} {seq} {i} ".encode() * 50)
+                    w.flush()
             if crash and seq == segments:
                 w.write(b"lost tail")
                 s.abandon()
                 for ws in s._open[seq].values():
                     ws._fh.close()
-                recover_session(d, STATION)
                 return d
             s.close_segment(seq, {"frames": {"screen": 15 * seq}, "gaps": []})
-        s.finish("normal", {"markers": [{"t_ms": 1000, "label": "consent"}]})
+        if finish:
+            s.finish("normal", {"markers": [{"t_ms": 1000, "label": "consent"}]})
+        else:
+            s.abandon()
         return d
 
-    def expect(d: Path, category: str, comment: str) -> None:
-        (d / "expect.txt").write_text(f"expect: {category}\ntrusted: {trusted}\n"
+    def recover(d: Path) -> Path:
+        recover_session(d, STATION)
+        return d
+
+    def expect(d: Path, codes: str, verdict: str, comment: str) -> None:
+        (d / "checkpoints.log").unlink(missing_ok=True)  # never leaves the seat
+        (d / "expect.txt").write_text(f"expect: {codes}\nverdict: {verdict}\ntrusted: {trusted}\n"
                                       f"comment: {comment}\n", encoding="utf-8")
 
-    expect(make("ok"), "ok", "three segments, normal end")
-    expect(make("truncated", crash=True), "truncated",
-           "crash during segment 3, closed out by recovery (crash-recovered)")
+    expect(make("ok"), "ok", "intact", "three segments, normal end")
+    expect(recover(make("truncated", crash=True)), "truncated", "recovered",
+           "crash during segment 3, closed out by recovery (crash-recovered), nothing else wrong")
     d = make("reordered")
     for kind in ("manifest.json", "media.drseg", "oplog.drseg", "masklog.drseg"):
         a, b = d / f"seg-000002.{kind}", d / f"seg-000003.{kind}"
         a.rename(d / "tmp")
         b.rename(a)
         (d / "tmp").rename(b)
-    expect(d, "reordered", "segments 2 and 3 swapped (all their files renamed)")
+    expect(d, "reordered", "altered", "segments 2 and 3 swapped (all their files renamed)")
     d = make("missing-segment")
     for p in d.glob("seg-000002.*"):
         p.unlink()
-    expect(d, "missing segment", "every file of segment 2 removed")
+    expect(d, "missing segment", "altered", "every file of segment 2 removed")
     d = make("bad-signature")
     p = d / "seg-000002.manifest.json"
     man = json.loads(p.read_bytes())
     man["stats"]["frames"]["screen"] = 999
     p.write_bytes(canonical_json(man) + b"\n")
-    expect(d, "bad signature", "segment 2 manifest edited after signing (frame count)")
+    expect(d, "bad signature", "altered", "segment 2 manifest edited after signing (frame count)")
     d = make("bad-signature-rogue")
     p = d / "seg-000002.manifest.json"
     man = json.loads(p.read_bytes())
     forged = sign(man, ROGUE)
     forged["signer"] = man["signer"]
     p.write_bytes(canonical_json(forged) + b"\n")
-    expect(d, "bad signature", "segment 2 manifest re-signed by another key, signer unchanged")
+    expect(d, "bad signature", "altered", "segment 2 manifest re-signed by another key, signer unchanged")
+    d = make("unsigned")
+    _rechain(d, None)
+    expect(d, "unsigned", "altered", "every manifest without signer/sig, chain consistent")
+    expect(make("untrusted", signer=ROGUE), "untrusted", "untrusted",
+           "a consistent session signed by a key the verifier does not trust")
+    d = make("session-open", finish=False)
+    expect(d, "session-open", "open", "no session.json: still recording or not yet recovered")
+    d = make("chain-broken")
+    _rechain(d, STATION, {2: lambda m: m.update(prev="1" * 64)})
+    expect(d, "chain-broken", "altered", "segment 2 re-signed by the station key with another prev")
+    d = make("missing-file")
+    (d / "seg-000002.oplog.drseg").unlink()
+    expect(d, "missing-file", "altered", "segment 2 oplog file removed")
+    d = make("altered")
+    p = d / "seg-000002.media.drseg"
+    raw = bytearray(p.read_bytes())
+    raw[-5] ^= 1
+    p.write_bytes(bytes(raw))
+    expect(d, "altered", "altered", "one bit of segment 2 media flipped")
+    d = make("header-mismatch")
+    shutil.copyfile(d / "seg-000001.media.drseg", d / "seg-000002.media.drseg")
+    _rechain(d, STATION, {2: lambda m: m["files"].update(media=_file_entry(
+        d, "seg-000002.media.drseg", m["files"]["media"]))})
+    expect(d, "header-mismatch", "altered", "segment 1's media file listed (validly signed) as "
+           "segment 2's: its sealed header says seq 1")
+    d = make("wrong-name")
+    _rechain(d, STATION, {2: lambda m: m["files"]["oplog"].update(name="seg-000009.oplog.drseg")})
+    expect(d, "wrong-name", "altered", "segment 2 manifest names its oplog file seg-000009")
+    d = make("bad-format")
+    _rechain(d, STATION, {2: lambda m: m.update(format=True)})
+    expect(d, "bad-format", "altered", "segment 2 manifest with \"format\": true (not the integer 1)")
+    d = make("wrong-type")
+    _rechain(d, STATION, {2: lambda m: m.update(type="session")})
+    expect(d, "wrong-type", "altered", "segment 2 manifest with type session")
+    d = make("wrong-station")
+    _rechain(d, STATION, {2: lambda m: m.update(station="other-station")})
+    expect(d, "wrong-station", "altered", "segment 2 manifest names another station")
+
+    # what recovery finds on a seat's disk altered by someone without the keys
+    d = make("recovery-session-finished", segments=3)
+    (d / "session.json").unlink()
+    for p in d.glob("seg-000003.*"):
+        p.unlink()
+    expect(recover(d), "recovery-session-finished, recovery-missing-file", "altered",
+           "finished session: session.json and segment 3 deleted before upload, then recovered")
+    d = make("recovery-header-mismatch", crash=True)
+    shutil.copyfile(d / "seg-000001.oplog.drseg", d / "seg-000003.oplog.drseg")
+    expect(recover(d), "recovery-header-mismatch, header-mismatch", "altered",
+           "segment 1's oplog file put in place of segment 3's before recovery (recovery does not "
+           "vouch for it, and verify sees the header itself)")
+    d = make("recovery-appended", crash=True)
+    with (d / "seg-000003.media.drseg").open("ab") as fh:
+        fh.write(b"\x00\x00\x00\x20" + b"A" * 32)
+    expect(recover(d), "recovery-appended", "altered",
+           "a frame appended to segment 3 media after the last checkpoint")
+    d = make("recovery-checkpoint-mismatch", crash=True)
+    p = d / "seg-000003.media.drseg"
+    raw = bytearray(p.read_bytes())
+    raw[-40] ^= 1
+    p.write_bytes(bytes(raw))
+    expect(recover(d), "recovery-checkpoint-mismatch", "altered",
+           "one bit of segment 3 media flipped before recovery")
+    d = make("recovery-cut", crash=True)
+    p = d / "seg-000003.media.drseg"
+    p.write_bytes(p.read_bytes()[:300])
+    expect(recover(d), "recovery-cut", "altered",
+           "segment 3 media cut below an older checkpoint before recovery")
+    d = make("recovery-missing-file", crash=True)
+    (d / "seg-000003.oplog.drseg").unlink()
+    expect(recover(d), "recovery-missing-file", "altered",
+           "segment 3 oplog deleted before recovery")
+    d = make("recovery-unvouched", crash=True)
+    (d / "checkpoints.log").unlink()
+    expect(recover(d), "recovery-unvouched", "altered",
+           "checkpoints.log deleted before recovery")
+    d = make("recovery-bad-checkpoint", crash=True)
+    with (d / "checkpoints.log").open("ab") as fh:
+        fh.write(b'{"n":999,"prev":"forged","sig":"AAAA"}\n')
+    expect(recover(d), "recovery-bad-checkpoint", "altered",
+           "a line not signed by the station appended to checkpoints.log before recovery")
 
 
-def main(out: Path) -> None:
-    with tempfile.TemporaryDirectory() as t:
-        segment_vectors(out / "segment", Path(t))
+def main(out: Path, only: str | None = None) -> None:
+    if only not in (None, "segment", "session"):
+        raise SystemExit("usage: make_vectors.py [OUT] [--only segment|session]")
+    if only != "session":
+        with tempfile.TemporaryDirectory() as t:
+            segment_vectors(out / "segment", Path(t))
+    if only == "segment":
+        return
     (out / "session").mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as t:
         session_vectors(out / "session", Path(t))
@@ -505,4 +628,10 @@ def main(out: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).resolve().parent)
+    args = sys.argv[1:]
+    only = None
+    if "--only" in args:
+        i = args.index("--only")
+        only = args[i + 1] if i + 1 < len(args) else ""
+        del args[i:i + 2]
+    main(Path(args[0]) if args else Path(__file__).resolve().parent, only)
