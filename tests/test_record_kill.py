@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,7 @@ def test_sigkill_after_20s_is_recovered_at_restart_and_19s_of_every_stream_decod
     assert line.startswith("recording "), (line, proc.stderr.read().decode() if proc.poll() else "")
     session_id = line.split()[1]
     time.sleep(20)
+    killed_utc = datetime.now(UTC)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(10)
     sdir = station_home / "spool" / session_id
@@ -60,6 +62,21 @@ def test_sigkill_after_20s_is_recovered_at_restart_and_19s_of_every_stream_decod
     print(f"\nKILL: decodable after SIGKILL at 20 s: {spans}")
     assert all(v >= 19.0 for v in spans.values()), spans
     assert oplog_events(sdir, st.identity)[0]["kind"] == "session_start"
+
+    # the verdict is its own: recovered, complete up to the last checkpoint, <= ~1 s lost
+    ver = subprocess.run([sys.executable, "-m", "station.cli", "verify", "--json", "--policy",
+                          str(st.policy_path), "--data-dir", str(st.home), session_id],
+                         capture_output=True, text=True, timeout=60)
+    res = json.loads(ver.stdout)
+    assert ver.returncode == 4 and res["verdict"] == "recovered", res
+    rec = res["recovery"]
+    until = datetime.fromisoformat(rec["until_utc"].replace("Z", "+00:00"))
+    lost = (killed_utc - until).total_seconds()
+    print(f"KILL: recovered until {rec['until_utc']}, {lost:.3f} s before the kill; "
+          f"kept {rec['kept_s']} s, lost_s_max {rec['lost_s_max']}")
+    assert 0 <= lost <= 1.0 + 0.2, lost          # one fragment, plus the kill's own latency
+    assert rec["lost_s_max"] <= 1.3 and lost <= rec["lost_s_max"] + 0.2
+    assert rec["kept_s"] >= 19.0
 
 
 def test_record_rejects_a_non_positive_duration_with_a_one_line_error(station_home: Path) -> None:

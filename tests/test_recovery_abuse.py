@@ -1,0 +1,181 @@
+"""Crash recovery abused by whoever holds the seat's disk but no key (docs/security.md, A1).
+
+One real `station record` (fake devices, 2 s segments) is killed with SIGKILL in its third
+segment; copies of its spool folder are then altered the ways an attacker would before the
+next start recovers them. Recovery must vouch only for what the station wrote: each abuse is
+reported with its own code and none verifies intact or recovered; the untouched copy is
+`recovered`. A finished session cut before upload is refused the same way, from its checkpoint
+log and from the audit log when the log is cut too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from station.crypto.keys import load_signing_key, station_text
+from station.crypto.session import recover_spool
+from station.crypto.verify import DirSource, verify_session
+from station.logs import AuditLog
+from tests.recordkit import make_station
+
+pytestmark = [pytest.mark.integration]
+
+
+def _record(st, *args: str) -> subprocess.Popen:  # type: ignore[no-untyped-def]
+    return subprocess.Popen([sys.executable, "-m", "station.cli", "record", "--policy",
+                             str(st.policy_path), "--data-dir", str(st.home), "--fake-devices",
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def _codes(res: dict) -> set[str]:
+    return {p["code"] for p in res["problems"]} - {"truncated"}
+
+
+@pytest.fixture(scope="module")
+def crashed(tmp_path_factory: pytest.TempPathFactory, keyring_service_module: str) -> tuple:
+    home = tmp_path_factory.mktemp("seat")
+    st = make_station(home, **{"capture.segment_seconds": 2})
+    proc = _record(st, "--duration", "60")
+    assert proc.stdout is not None
+    line = proc.stdout.readline().decode()
+    assert line.startswith("recording "), proc.stderr.read().decode() if proc.poll() else line
+    sid = line.split()[1]
+    sdir = home / "spool" / sid
+    deadline = time.monotonic() + 30
+    while not (sdir / "seg-000002.manifest.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(1.0)                      # well into segment 3
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    assert (sdir / "seg-000003.media.drseg").exists() and not (sdir / "session.json").exists()
+    sk = load_signing_key()
+    assert sk is not None
+    return st, sdir, sk
+
+
+@pytest.fixture(scope="module")
+def keyring_service_module() -> object:
+    import uuid
+
+    import keyring
+
+    from tests.services import require_services
+
+    require_services()
+    service = "dualrec-test-" + uuid.uuid4().hex[:12]
+    old = os.environ.get("STATION_KEYRING_SERVICE")
+    os.environ["STATION_KEYRING_SERVICE"] = service
+    yield service
+    with __import__("contextlib").suppress(Exception):
+        keyring.delete_password(service, "station-signing-key")
+    if old is None:
+        os.environ.pop("STATION_KEYRING_SERVICE", None)
+    else:
+        os.environ["STATION_KEYRING_SERVICE"] = old
+
+
+def _copy(sdir: Path, root: Path, name: str) -> Path:
+    d = root / name / sdir.name
+    shutil.copytree(sdir, d)
+    return d
+
+
+def _recover(d: Path, sk) -> dict:  # type: ignore[no-untyped-def]
+    audit = AuditLog(d.parent / "audit.log")
+    [man] = recover_spool(d.parent, sk, audit=audit)
+    res = verify_session(DirSource(d), [station_text(sk.verify_key)])
+    events = [r["event"] for r in audit.records()]
+    assert events == ["session-tampered" if man["recovery"]["findings"] else "session-recovered"]
+    return res
+
+
+def test_the_genuine_crash_is_recovered(crashed: tuple, tmp_path: Path) -> None:
+    _, sdir, sk = crashed
+    res = _recover(_copy(sdir, tmp_path, "genuine"), sk)
+    assert res["verdict"] == "recovered" and res["categories"] == ["truncated"], res["problems"]
+    assert res["recovery"]["kept_s"] >= 4.0 and res["recovery"]["lost_s_max"] <= 1.3
+
+
+@pytest.mark.parametrize(("abuse", "code"), [
+    ("replay segment 1's media file as segment 3's", "recovery-header-mismatch"),
+    ("replace segment 3's oplog by another session's", "recovery-header-mismatch"),
+    ("append bytes after the last checkpoint", "recovery-appended"),
+    ("flip a byte the checkpoints vouched for", "recovery-checkpoint-mismatch"),
+    ("cut segment 3's media far below its last checkpoints", "recovery-cut"),
+    ("delete segment 3's masking ledger", "recovery-missing-file"),
+    ("delete the checkpoint log", "recovery-unvouched"),
+])
+def test_each_abuse_of_a_crashed_session_is_reported_with_its_code(
+        crashed: tuple, tmp_path: Path, abuse: str, code: str) -> None:
+    _, sdir, sk = crashed
+    d = _copy(sdir, tmp_path, "abused")
+    media3 = d / "seg-000003.media.drseg"
+    if abuse.startswith("replay"):
+        shutil.copyfile(d / "seg-000001.media.drseg", media3)
+    elif abuse.startswith("replace"):
+        other = tmp_path / "other" / "x"
+        from tests.vectors.make_vectors import ARCHIVE  # any sealed file of another session
+        from station.crypto.sealed import SealedWriter
+
+        other.mkdir(parents=True)
+        with SealedWriter(other / "f", [ARCHIVE.public_key], {
+                "station": "st", "session": "20260101T000000Z-00000000", "seq": 3,
+                "kind": "oplog"}) as w:
+            w.write(b"{}\n")
+        shutil.copyfile(other / "f", d / "seg-000003.oplog.drseg")
+    elif abuse.startswith("append"):
+        with media3.open("ab") as fh:
+            fh.write(os.urandom(4096))
+    elif abuse.startswith("flip"):
+        raw = bytearray(media3.read_bytes())
+        raw[len(raw) // 2] ^= 0x40
+        media3.write_bytes(bytes(raw))
+    elif abuse.startswith("cut"):
+        media3.write_bytes(media3.read_bytes()[:600])
+    elif abuse.startswith("delete segment"):
+        (d / "seg-000003.masklog.drseg").unlink()
+    else:
+        (d / "checkpoints.log").unlink()
+    res = _recover(d, sk)
+    assert code in _codes(res), (abuse, res["problems"])
+    assert res["intact"] is False and res["verdict"] == "altered", (abuse, res["verdict"])
+
+
+def test_a_finished_session_cut_before_upload_is_refused(
+        crashed: tuple, tmp_path: Path) -> None:
+    """Delete session.json and the last segment of a *finished* session: the checkpoint log says
+    it was finished; with the log cut back too, the audit log still does."""
+    st, _, sk = crashed
+    done = subprocess.run([sys.executable, "-m", "station.cli", "record", "--json", "--policy",
+                           str(st.policy_path), "--data-dir", str(st.home), "--fake-devices",
+                           "--duration", "5"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sid = json.loads(done.stdout)["session_id"]
+    sdir = st.home / "spool" / sid
+    assert json.loads((sdir / "session.json").read_bytes())["segments"] >= 3
+    last = max(int(p.name[4:10]) for p in sdir.glob("seg-*.manifest.json"))
+    for cut_log in (False, True):
+        d = _copy(sdir, tmp_path, f"cut-{cut_log}")
+        (d / "session.json").unlink()
+        for p in d.glob(f"seg-{last:06d}.*"):
+            p.unlink()
+        if cut_log:  # back to the last line before the last segment's files (a line boundary)
+            lines = (d / "checkpoints.log").read_bytes().split(b"\n")
+            first = next(i for i, ln in enumerate(lines) if f"seg-{last:06d}".encode() in ln)
+            (d / "checkpoints.log").write_bytes(b"\n".join(lines[:first]) + b"\n")
+        audit = AuditLog(st.home / "audit" / "audit.log")
+        [man] = recover_spool(d.parent, sk, audit=audit if cut_log else None)
+        res = verify_session(DirSource(d), [station_text(sk.verify_key)])
+        assert "recovery-session-finished" in _codes(res), (cut_log, res["problems"])
+        assert res["verdict"] == "altered"
+        detail = " ".join(p["detail"] for p in res["problems"])
+        assert ("audit log" if cut_log else "checkpoints.log") in detail
