@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import struct
 from pathlib import Path
@@ -16,6 +17,7 @@ import nacl.exceptions
 import nacl.public
 import nacl.signing
 
+from station.crypto.sealed import scan_frames
 from tests.test_crypto_vectors import VECTORS, parse_vec, segment_result, vec_expectation
 
 MAGIC = b"DRSEG\x00\r\n"  # 44 52 53 45 47 00 0D 0A
@@ -263,6 +265,35 @@ def test_the_spec_reader_and_sealed_reader_agree_on_every_mutation() -> None:
             wrong.append(f"{what}: spec {spec[:2]} {len(spec[2])} bytes, "
                          f"product {product[:2]} {len(product[2])} bytes")
     assert not wrong, f"{len(wrong)} of {len(cases)} disagree:\n" + "\n".join(wrong[:40])
+
+
+def test_the_keyless_walk_relates_to_the_keyed_reading_as_section_2_6_says() -> None:
+    """ok and truncated: the same N and o; any other stop: the same point when the cause is
+    structural, else further on (a walker cannot see a failed tag)."""
+    meta, ok = parse_vec(VECTORS / "segment" / "ok.vec")
+    cases = [(what, data, meta["identity"]) for what, data in mutations(ok)]
+    for vec in sorted((VECTORS / "segment").glob("*.vec")):
+        m, body = parse_vec(vec)
+        cases.append((vec.name, body, m["identity"]))
+    wrong = []
+    for what, data, ident in cases:
+        cat, at, _released = product_read(data, ident)
+        sc = scan_frames(io.BytesIO(data))
+        walked = (sc["status"], sc["messages"], sc["good_bytes"])
+        assert sc["trailing"] == len(data) - sc["good_bytes"] and sc["size"] == len(data)
+        assert sc["final"] is (sc["status"] == "ok")
+        if cat == "ok":
+            good = walked[0] == "ok" and walked[2] == len(data)
+        elif cat == "truncated":
+            good = walked == ("truncated", *at)  # type: ignore[misc]
+        elif cat in ("bad tag", "bad header", "unsupported format"):
+            n, o = at or (0, 0)
+            good = walked == (cat, n, o) or walked[1] > n
+        else:  # no recipient, wrong key: the walker does not stop there
+            good = True
+        if not good:
+            wrong.append(f"{what}: reader {cat} {at}, walker {walked}")
+    assert not wrong, f"{len(wrong)} of {len(cases)}:\n" + "\n".join(wrong[:30])
 
 
 def spec_check_session(d: Path) -> list[str]:

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 
 from station.crypto.keys import recipient_text
 from station.crypto.sealed import (
+    Altered,
     BadHeader,
     NoMatchingRecipient,
     SealedReader,
@@ -165,6 +166,59 @@ def test_every_cut_raises_truncated_after_releasing_only_complete_messages() -> 
         assert isinstance(err, Truncated), (cut, err)
         assert PLAIN.startswith(got)
         assert err.offset <= cut
+
+
+def test_a_cut_states_n_and_o_and_the_keyless_walk_states_the_same() -> None:
+    """docs/format.md 2.5: N messages verified and o the start of message N's frame; before
+    message 0 verified (a cut anywhere in the prefix or in message 0) N = 0 and o = 0. 2.6: the
+    keyless walk of a cut file stops at the same N and o."""
+    hl = int.from_bytes(SMALL[10:14], "big")
+    starts, pos = [], 38 + hl
+    while pos < len(SMALL):
+        starts.append(pos)
+        pos += 4 + (int.from_bytes(SMALL[pos:pos + 4], "big") & 0x7FFF_FFFF)
+    for cut in range(len(SMALL)):
+        _got, err = read_all(SMALL[:cut])
+        n = sum(1 for s in starts[1:] if s <= cut)  # frames complete at this cut
+        want = (n, starts[n] if n else 0)
+        assert isinstance(err, Truncated) and (err.at_message, err.offset) == want, (cut, err)
+        assert err.messages == err.at_message
+        sc = scan_frames(io.BytesIO(SMALL[:cut]))
+        assert (sc["status"], sc["messages"], sc["good_bytes"]) == ("truncated", *want), cut
+        assert sc["trailing"] == cut - want[1] and not sc["final"]
+
+
+def test_scan_frames_stops_where_the_structure_breaks_and_never_raises() -> None:
+    hl = int.from_bytes(SMALL[10:14], "big")
+    m1 = 38 + hl + 21  # message 1's frame word
+    sc = scan_frames(io.BytesIO(SMALL))
+    assert (sc["status"], sc["final"], sc["good_bytes"], sc["anomaly"]) == ("ok", True,
+                                                                            len(SMALL), None)
+    assert sc["header"]["kind"] == "media"
+    # a zero-filled tail (what a power cut can leave): C = 0 is out of range -> bad tag at N, o
+    sc = scan_frames(io.BytesIO(SMALL[:m1] + bytes(64)))
+    assert (sc["status"], sc["messages"], sc["good_bytes"], sc["trailing"]) == ("bad tag", 1,
+                                                                                m1, 64)
+    assert "length 0 invalid" in sc["anomaly"]
+    _got, err = read_all(SMALL[:m1] + bytes(64))  # the reader with the key: the same point
+    assert isinstance(err, Altered) and (err.at_message, err.offset) == (1, m1)
+    # bytes after FINAL; a header message word other than 00 00 00 11; a header with "seq": true
+    sc = scan_frames(io.BytesIO(SMALL + b"\x00"))
+    assert (sc["status"], sc["messages"], sc["good_bytes"], sc["final"]) == ("bad tag", 5,
+                                                                             len(SMALL), False)
+    sc = scan_frames(io.BytesIO(SMALL[:38 + hl] + b"\x80" + SMALL[39 + hl:]))
+    assert (sc["status"], sc["messages"], sc["good_bytes"]) == ("bad header", 0, 0)
+    hdr = json.loads(SMALL[14:14 + hl])
+    hdr["seq"] = True
+    hj = canonical_json(hdr)
+    mistyped = SMALL[:10] + len(hj).to_bytes(4, "big") + hj + SMALL[14 + hl:]
+    sc = scan_frames(io.BytesIO(mistyped))
+    assert (sc["status"], sc["header"], sc["size"]) == ("bad header", {}, len(mistyped))
+    assert "seq True" in sc["anomaly"]
+    for data in (b"", b"DRS", b"PK\x03\x04", SMALL[:8] + b"\x00\x07" + SMALL[10:]):
+        sc = scan_frames(io.BytesIO(data))
+        assert sc["status"] in ("truncated", "bad header", "unsupported format")
+        assert sc["good_bytes"] == 0 and sc["trailing"] == len(data)
 
 
 def test_truncated_error_names_the_message_and_offset(tmp_path: Path) -> None:
