@@ -163,3 +163,53 @@ def test_crash_recovered_session_exports_what_was_flushed_with_a_note(
     with av.open(str(tmp_path / "o" / "seg-000001.mkv")) as c:
         n = sum(1 for _ in c.decode(video=0))
     assert 0 < n < 3 * FPS  # what the muxer had handed over by the flush decodes
+
+
+def test_a_validly_signed_manifest_listing_another_segments_file_is_refused_by_every_reader(
+        seat: Path, station_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Header binding: segment 1's media file put in segment 2's place, the manifests re-signed
+    with the station key (what a recovery that signs whatever it finds used to do). verify says
+    header-mismatch; export refuses it, and with --allow-damaged skips that file instead of
+    writing segment 1's pictures as segment 2; the review reader refuses to open it."""
+    import shutil
+
+    import io
+
+    from station.crypto.verify import DirSource, MisplacedFile
+    from station.review.session import ReviewSession
+    from tests.vectors.make_vectors import _file_entry, _rechain
+
+    d = station_home / "spool" / SID
+    sk = load_signing_key()
+    assert sk is not None
+    shutil.copyfile(d / "seg-000001.media.drseg", d / "seg-000002.media.drseg")
+    _rechain(d, sk, {2: lambda m: m["files"].update(media=_file_entry(
+        d, "seg-000002.media.drseg", m["files"]["media"]))})
+    assert main(["verify", SID, "--json"]) == 3
+    assert "header-mismatch" in capsys.readouterr().out
+    assert main(["export", SID, "--identity", str(seat), "--out", str(tmp_path / "o1"),
+                 "--reason", "r"]) == 1
+    assert "header-mismatch" in capsys.readouterr().err
+    assert main(["export", SID, "--identity", str(seat), "--out", str(tmp_path / "o2"),
+                 "--reason", "r", "--allow-damaged", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert "seg-000002.mkv" not in res["files"] and "seg-000001.mkv" in res["files"]
+    assert any(n.startswith("segment 2 media: skipped") for n in res["notes"]), res["notes"]
+    # and the decrypting copy itself checks the binding, whatever the report said
+    from station.cmd.export import _decrypt_to
+
+    with pytest.raises(MisplacedFile, match="seq 1"):
+        _decrypt_to(DirSource(d), "seg-000002.media.drseg", read_identity_file(seat), io.BytesIO(),
+                    {"station": "st-x", "session": SID, "seq": 2, "kind": "media"})
+    from station.crypto.keys import station_text
+    from station.logs import AuditLog
+    from station.review.audit import ReviewAudit
+    from uploader.stores import LocalFolderStore
+
+    store = LocalFolderStore(station_home / "spool")
+    audit = ReviewAudit(store, "", AuditLog(tmp_path / "audit.log"), "alice@test")
+    rs = ReviewSession(store, SID, read_identity_file(seat), [station_text(sk.verify_key)], audit)
+    assert rs.open(reason="case 7")["verdict"] == "altered"
+    with pytest.raises(MisplacedFile):
+        rs.open_sealed(2, "media")
+    rs.open_sealed(1, "media").close()

@@ -18,7 +18,7 @@ from station.cmd.verify import find_source, trusted_keys
 from station.context import Context
 from station.crypto import keys
 from station.crypto.sealed import SealedReader, SealError, Truncated
-from station.crypto.verify import verify_session
+from station.crypto.verify import MisplacedFile, check_binding, verify_session
 from station.errors import UsageError
 
 HELP = "decrypt a session to playable media, operation log and masking ledger (audited)"
@@ -55,10 +55,13 @@ def _create(path: Path, data: bytes | None = None) -> Any:
     return fh
 
 
-def _decrypt_to(src: Any, name: str, ids: list[Any], out: Any) -> dict[str, Any]:
-    """Copy a sealed file's plaintext into out; returns bytes and truncation note."""
+def _decrypt_to(src: Any, name: str, ids: list[Any], out: Any,
+                place: dict[str, Any]) -> dict[str, Any]:
+    """Copy a sealed file's plaintext into out; returns bytes and truncation note. A file whose
+    authenticated header names another ``place`` (station, session, seq, kind) is refused."""
     n = 0
     with src.open(name) as fh, SealedReader(fh, ids, name=name) as rd:
+        check_binding(name, rd.header, **place)
         try:
             for msg in rd.messages():
                 out.write(msg)
@@ -134,14 +137,25 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
                     if info["status"] not in ("ok", "truncated"):
                         notes.append(f"segment {seq} {kind}: skipped ({info['status']})")
                         continue
+                    place = {"station": report.get("station"), "session": args.session_id,
+                             "seq": seq, "kind": kind}
                     if kind == "media":
                         dest = out_dir / f"seg-{seq:06d}.mkv"
-                        with _create(dest) as fh:
-                            res = _decrypt_to(src, info["name"], ids, fh)
+                        try:
+                            with _create(dest) as fh:
+                                res = _decrypt_to(src, info["name"], ids, fh, place)
+                        except MisplacedFile as exc:
+                            dest.unlink(missing_ok=True)
+                            notes.append(f"segment {seq} {kind}: skipped ({exc})")
+                            continue
                         media.append(dest)
                         written.append(dest.name)
                     else:
-                        res = _decrypt_to(src, info["name"], ids, logs_out[kind])
+                        try:
+                            res = _decrypt_to(src, info["name"], ids, logs_out[kind], place)
+                        except MisplacedFile as exc:
+                            notes.append(f"segment {seq} {kind}: skipped ({exc})")
+                            continue
                     if res["truncated"]:
                         notes.append(f"segment {seq} {kind}: {res['truncated']}")
         finally:

@@ -150,6 +150,21 @@ def _trust_table(trusted: Iterable[str]) -> dict[str, set[str] | None]:
     return table
 
 
+class MisplacedFile(SealError):
+    """{}: its sealed header says {}, but it stands as {}: not decrypted"""
+
+
+def check_binding(name: str, header: dict[str, Any], *, station: str | None, session: str | None,
+                  seq: int, kind: str) -> None:
+    """Every reader (verify, review, export) refuses a sealed file whose authenticated header
+    names another station, session, segment or kind than the place it is read as."""
+    want = {"station": station, "session": session, "seq": seq, "kind": kind}
+    wrong = {k: header.get(k) for k, v in want.items() if v is not None and header.get(k) != v}
+    if wrong:
+        raise MisplacedFile(name, ", ".join(f"{k} {v!r}" for k, v in wrong.items()),
+                            ", ".join(f"{k} {want[k]!r}" for k in wrong))
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 

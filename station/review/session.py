@@ -24,6 +24,7 @@ from typing import Any, BinaryIO
 
 from station import logs
 from station.crypto.sealed import SealedReader, SealError
+from station.crypto.verify import check_binding
 from station.crypto.session import MANIFEST_RE, SESSION_MANIFEST, seg_name
 from station.crypto.verify import verify_session
 from station.errors import StationError
@@ -169,9 +170,19 @@ class ReviewSession:
 
     # --- decrypting readers ------------------------------------------------------------------
     def open_sealed(self, seq: int, kind: str) -> SealedReader:
+        """A decrypting reader of one file, refused (MisplacedFile) if its authenticated header
+        names another place than segment ``seq`` ``kind`` of this session."""
         raw = self.source.open(seg_name(seq, kind))
         try:
-            return SealedReader(raw, self.identities, name=seg_name(seq, kind))
+            rd = SealedReader(raw, self.identities, name=seg_name(seq, kind))
+            rep = self.report or {}
+            try:
+                check_binding(seg_name(seq, kind), rd.header, station=rep.get("station"),
+                              session=self.session_id, seq=seq, kind=kind)
+            except SealError:
+                rd.close()
+                raise
+            return rd
         except BaseException:
             raw.close()
             raise
