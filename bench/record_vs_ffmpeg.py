@@ -13,7 +13,11 @@ The project's modules are byte-compiled before the runs, as in an installed stat
 PyInstaller build ships bytecode; an editable install under PYTHONDONTWRITEBYTECODE=1 would
 otherwise compile ~0.1 CPU s of source at every start).
 
-Run with the test services:  ./dev bench record_vs_ffmpeg [--seconds 60] [--runs N]
+``--baseline REV`` also runs the station of git revision REV (checked out into a temporary
+worktree) in every run, alternated with the current one, to measure a change on the same machine
+in the same period (e.g. the signed checkpoints: ``--baseline f031470``).
+
+Run with the test services:  ./dev bench record_vs_ffmpeg [--seconds 60] [--runs N] [--baseline REV]
 Numbers on a machine shared with other work are indicative only: ffmpeg alone varies by +-6 % run to
 run here, so ``--runs N`` alternates the two N times and prints the median of the N ratios.
 """
@@ -38,12 +42,12 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
                  ) -> tuple[int, float, float, float, str, str]:
     """(returncode, cpu_s, wall_s, peak_rss_mib, stdout, stderr) of one child process."""
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, env=env, cwd=cwd)
         _, status, ru = os.wait4(proc.pid, 0)
         wall = time.monotonic() - t0
         proc.returncode = os.waitstatus_to_exitcode(status)
@@ -59,7 +63,9 @@ def make_camera(path: Path) -> None:
                     "ultrafast", "-pix_fmt", "yuv420p", str(path)], check=True)
 
 
-def station(seconds: float, cam: Path, home: Path, masking: bool = False) -> dict[str, float | str]:
+def station(seconds: float, cam: Path, home: Path, masking: bool = False,
+            code: Path | None = None) -> dict[str, float | str]:
+    """One `station record`; ``code``: run the station package found there (a worktree)."""
     import nacl.public
     import nacl.signing
 
@@ -71,13 +77,19 @@ def station(seconds: float, cam: Path, home: Path, masking: bool = False) -> dic
         f'[crypto]\nrecipients = ["{recipient_text(ident.public_key)}"]\n'
         f'[masking]\nenabled = {str(masking).lower()}\n[spool]\nmin_free_mb = 64\n', encoding="utf-8")
     env = dict(os.environ, STATION_KEYRING_SERVICE="dualrec-bench-" + uuid.uuid4().hex[:8])
+    if code is not None:
+        env["PYTHONPATH"] = str(code)
+        where = subprocess.run([sys.executable, "-c", "import station; print(station.__file__)"],
+                               env=env, cwd=code, capture_output=True, text=True, check=True)
+        if not where.stdout.strip().startswith(str(code)):
+            raise SystemExit(f"baseline imports {where.stdout.strip()}, not the worktree {code}")
     store = SecretStore(env["STATION_KEYRING_SERVICE"])
     store.set_bytes(SIGNING_KEY, bytes(nacl.signing.SigningKey.generate()))
     try:
         rc, cpu, wall, rss, out, err = run_measured(
             [sys.executable, "-m", "station.cli", "record", "--json", "--policy", str(home / "policy.toml"),
              "--data-dir", str(home), "--duration", str(seconds), "--monitor", "1", "--camera", str(cam),
-             "--mic", "pulse"], env)
+             "--mic", "pulse"], env, cwd=code)
     finally:
         store.delete(SIGNING_KEY)
     if rc != 0:
@@ -85,9 +97,11 @@ def station(seconds: float, cam: Path, home: Path, masking: bool = False) -> dic
     r = json.loads(out)
     drops = sum(s["dropped"] for s in r["streams"].values())
     spool = sum(f.stat().st_size for f in (home / "spool").rglob("*.drseg"))
+    checkpoints = sum(f.read_bytes().count(b"\n") for f in (home / "spool").rglob("checkpoints.log"))
     return {"cpu_s": cpu, "wall_s": wall, "rss_mib": rss, "dropped": drops,
-            "mbit_s": spool * 8 / 1e6 / seconds,
-            "detail": ", ".join(f"{n} {s['frames']} (drop {s['dropped']})" for n, s in r["streams"].items())}
+            "mbit_s": spool * 8 / 1e6 / seconds, "checkpoints_s": checkpoints / seconds,
+            "detail": ", ".join(f"{n} {s['frames']} (drop {s['dropped']})" for n, s in r["streams"].items())
+            + f"; {checkpoints / seconds:.1f} signed checkpoints/s"}
 
 
 def ffmpeg(seconds: float, cam: Path) -> dict[str, float | str]:
@@ -117,6 +131,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=60.0)
     ap.add_argument("--runs", type=int, default=1, help="station/ffmpeg pairs, alternated (default 1)")
+    ap.add_argument("--baseline", metavar="REV", help="also run the station of this git revision "
+                    "in every run (same machine, same period)")
     ap.add_argument("--masking", action="store_true",
                     help="station with screen masking on (policy default; ffmpeg has no equivalent, so "
                          "the fair ratio is without it)")
@@ -127,28 +143,55 @@ def main() -> None:
         raise SystemExit("--runs takes a whole number >= 1")
     for package in ("station", "recorder", "uploader", "ui"):
         compileall.compile_dir(REPO / package, quiet=1)
-    ratios = []
+    ratios, vs_base = [], []
     with tempfile.TemporaryDirectory(prefix="bench-rec-") as tmp:
+        base = None
+        if args.baseline:
+            base = Path(tmp) / "baseline"
+            subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", str(base),
+                            args.baseline], check=True, capture_output=True)
+            for package in ("station", "recorder", "uploader", "ui"):
+                compileall.compile_dir(base / package, quiet=1)
         cam = Path(tmp) / "camera.mp4"
         make_camera(cam)
-        for run in range(1, args.runs + 1):
-            home = Path(tmp) / f"home{run}"
-            home.mkdir()
-            print(f"run {run}/{args.runs}: standard profile, {args.seconds:g} s, masking "
-                  f"{'on' if args.masking else 'off'}, load average before: {os.getloadavg()[0]:.2f}")
-            st = station(args.seconds, cam, home, args.masking)
-            shutil.rmtree(home)
-            ff = ffmpeg(args.seconds, cam)
-            print(f"load average after: {os.getloadavg()[0]:.2f}")
-            ratios.append(report(st, ff, args.seconds))
+        try:
+            for run in range(1, args.runs + 1):
+                print(f"run {run}/{args.runs}: standard profile, {args.seconds:g} s, masking "
+                      f"{'on' if args.masking else 'off'}, load average before: "
+                      f"{os.getloadavg()[0]:.2f}")
+                st = _station_run(Path(tmp) / f"home{run}", args, cam, None)
+                bs = _station_run(Path(tmp) / f"base{run}", args, cam, base) if base else None
+                ff = ffmpeg(args.seconds, cam)
+                print(f"load average after: {os.getloadavg()[0]:.2f}")
+                ratios.append(report(st, ff, args.seconds, bs, args.baseline))
+                if bs is not None:
+                    vs_base.append(float(st["cpu_s"]) / float(bs["cpu_s"]))
+        finally:
+            if base is not None:
+                subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(base)],
+                               check=False, capture_output=True)
     if len(ratios) > 1:
         print(f"ratios: {', '.join(f'{r:.3f}' for r in sorted(ratios))}; "
               f"median {statistics.median(ratios):.3f} (target <= 0.9)")
+    if vs_base:
+        print(f"station / station@{args.baseline}: {', '.join(f'{r:.3f}' for r in sorted(vs_base))}; "
+              f"median {statistics.median(vs_base):.3f}")
 
 
-def report(st: dict[str, float | str], ff: dict[str, float | str], seconds: float) -> float:
+def _station_run(home: Path, args: argparse.Namespace, cam: Path, code: Path | None
+                 ) -> dict[str, float | str]:
+    home.mkdir()
+    try:
+        return station(args.seconds, cam, home, args.masking, code)
+    finally:
+        shutil.rmtree(home)
+
+
+def report(st: dict[str, float | str], ff: dict[str, float | str], seconds: float,
+           base: dict[str, float | str] | None = None, rev: str | None = None) -> float:
     print(f"{'':8} {'CPU s':>7} {'CPU s/s':>8} {'peak RSS':>9} {'dropped':>8}  detail")
-    for name, r in (("station", st), ("ffmpeg", ff)):
+    rows = [("station", st), *([(f"@{rev}"[:8], base)] if base else []), ("ffmpeg", ff)]
+    for name, r in rows:
         print(f"{name:8} {r['cpu_s']:7.1f} {float(r['cpu_s']) / seconds:8.3f} {r['rss_mib']:7.0f}MB "
               f"{r['dropped']:8}  {r['detail']}")
     ratio = (float(st["cpu_s"]) / float(ff["cpu_s"])) if ff["cpu_s"] else float("nan")

@@ -84,18 +84,57 @@ def read_file(path: Path) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def stream_cpu(path: Path, seconds: int, fsync: bool, bitrate: int = 3_000_000) -> float:
-    """CPU seconds per second of a `bitrate` stream sealed as the recorder does it."""
+def stream_cpu(path: Path, seconds: int, fsync: bool, bitrate: int = 3_000_000,
+               checkpoints: bool = False) -> float:
+    """CPU seconds per second of a `bitrate` stream sealed as the recorder does it; with
+    ``checkpoints``, through a SessionSealer that signs a checkpoint before every message."""
     per_s = bitrate // 8
     packets = 40  # 15 fps screen + 25 fps camera; audio packets ride along
     pkt = os.urandom(per_s // packets)
     c0 = time.process_time()
+    if checkpoints:
+        import nacl.signing
+
+        from station.crypto.session import SessionSealer
+
+        sealer = SessionSealer(path.parent / ("ck" + str(fsync)), "20261207T000000Z-0000beef",
+                               "bench", RCPT, nacl.signing.SigningKey.generate(),
+                               fsync_on_flush=fsync)
+        w = sealer.open_segment(1, "media")
+        for _ in range(seconds):
+            for _ in range(packets):
+                w.write(pkt)
+            w.flush()
+        sealer.finish()
+        return (time.process_time() - c0) / seconds
     with SealedWriter(path, RCPT, HDR, fsync_on_flush=fsync) as w:
         for _ in range(seconds):
             for _ in range(packets):
                 w.write(pkt)
             w.flush()
     return (time.process_time() - c0) / seconds
+
+
+def checkpoint_cpu_us(path: Path, fsync: bool, n: int = 3000) -> float:
+    """CPU microseconds per checkpoint line as the sealer writes them before each message."""
+    import hashlib
+
+    import nacl.signing
+
+    from station.crypto.session import Checkpoints
+
+    ck = Checkpoints(path, nacl.signing.SigningKey.generate(), "20261207T000000Z-0000beef", fsync)
+    h = hashlib.sha256(os.urandom(1 << 16))
+
+    class _W:
+        path = Path("seg-000001.media.drseg")
+
+    c0 = time.process_time()
+    for i in range(n):
+        ck.on_message(_W(), i + 1, (i + 1) << 16, h.copy().hexdigest(), False)  # type: ignore[arg-type]
+    cpu = time.process_time() - c0
+    ck.close()
+    return cpu / n * 1e6
 
 
 def main() -> None:
@@ -125,9 +164,15 @@ def main() -> None:
               f"  ({fs_total >> 20} MiB)")
         print(f"  SealedReader                                   {mib_s(total, read_s):8.0f} MiB/s")
         for fsync in (False, True):
-            cpu = stream_cpu(d / f"s{fsync}.drseg", args.seconds, fsync)
-            print(f"3 Mbps stream, 40 writes/s, flush every 1 s{' + fsync' if fsync else '':8s}: "
-                  f"{cpu * 1000:.2f} ms CPU per s = {100 * cpu:.3f} % of one core")
+            us = checkpoint_cpu_us(d / f"ck{fsync}.log", fsync)
+            print(f"one signed checkpoint line{' + fsync' if fsync else '':8s}: {us:.1f} us CPU "
+                  "(Ed25519 sign, SHA-256 copy, canonical JSON, append)")
+        for fsync in (False, True):
+            for ck in (False, True):
+                cpu = stream_cpu(d / f"s{fsync}{ck}.drseg", args.seconds, fsync, checkpoints=ck)
+                print(f"3 Mbps stream, 40 writes/s, flush every 1 s{' + fsync' if fsync else '':8s}"
+                      f"{' + signed checkpoints' if ck else '':23s}: "
+                      f"{cpu * 1000:.2f} ms CPU per s = {100 * cpu:.3f} % of one core")
 
 
 if __name__ == "__main__":
