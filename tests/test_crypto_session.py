@@ -116,7 +116,7 @@ def test_sigkilled_writer_keeps_flushed_messages_and_recovery_marks_it_truncated
     assert recover_spool(station_home / "spool", sk) == []  # idempotent
     assert main(["verify", SID, "--json"]) == 4  # recovered: its own exit code
     res = verify_session(DirSource(sdir), [station_text(sk.verify_key)])
-    assert res["categories"] == ["truncated"] and res["verdict"] == "recovered"
+    assert res["categories"] == ["crash-recovered", "truncated"] and res["verdict"] == "recovered"
     assert [s["status"] for s in res["segments"]] == ["ok", "truncated"]
     # the last vouched media checkpoint is the 6th flush, the writer lived on < 1 s after it
     assert res["recovery"]["until_utc"] == man["truncated"]["media"]["vouched_utc"]

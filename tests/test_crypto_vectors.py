@@ -116,7 +116,7 @@ def check_session_dir(d: Path) -> list[str]:
         codes = sorted(SESSION_CODE.get(c, c) for c in expect.split(", "))
         got = set(result["categories"])
         if any(c.startswith("recovery-") for c in codes):  # the crashed segment is truncated too
-            got.discard("truncated")
+            got -= {"truncated", "crash-recovered"}
         assert sorted(got) == codes, (case.name, result["problems"])
         assert result["intact"] is (expect == "ok")
         assert result["verdict"] == verdict, (case.name, result["verdict"])
@@ -132,7 +132,7 @@ ALL_SEGMENT = {"ok", "truncated", "bad tag", "bad header", "wrong key", "no reci
 ALL_SESSION = {"ok", "truncated", "reordered", "missing-segment", "bad-signature", "unsigned",
                "untrusted", "session-open", "chain-broken", "missing-file", "altered",
                "header-mismatch", "wrong-name", "bad-format", "wrong-type", "wrong-station",
-               *RECOVERY_CODES}
+               "crash-recovered", *RECOVERY_CODES}
 
 
 def test_committed_segment_vectors_give_exactly_their_expected_category() -> None:

@@ -227,3 +227,47 @@ def test_enrolment_swap_in_object_locked_s3_is_untrusted_everywhere(
     shown = json.loads(r.stdout)
     assert shown["session"] == sid and shown["intact"] is False
     assert "INTACT" not in shown["banner"].replace("NOT INTACT", "") and "untrusted" in shown["banner"]
+
+
+def test_an_enrolled_site_keeps_working_after_the_migration_steps(
+        tmp_path: Path, station_home: Path, keyring_service: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/deploy.md, migration: a seat enrolled before site authorities existed (its request is
+    in storage, its session uploaded). Without an authority its sessions are untrusted, and the
+    reason says what to do; after `site init`, the policy line, and `site approve --expect` with
+    the fingerprint the seat prints (`station keys show`), they verify intact again, with no
+    step on the seat."""
+    central = tmp_path / "central"
+    seat_policy = _policy(tmp_path / "seat.toml", [], kind="local", local_dir=str(central))
+    seat_policy.write_text(seat_policy.read_text().replace('id = "reviewer-pc"', 'id = "seat-9"'))
+    assert cli.main(["enroll", "--policy", str(seat_policy)]) == 0        # the old enrolment
+    capsys.readouterr()
+    sk = keys.load_signing_key(SecretStore(keyring_service))
+    assert sk is not None
+    d = kit.make_session(tmp_path / "spool", [nacl.public.PrivateKey.generate().public_key], sk,
+                         segments=1, seg_s=1.0, station="seat-9")
+    kit.upload(d, LocalFolderStore(central), station="seat-9")
+    rc, shown = _run(capsys, "keys", "--policy", str(seat_policy), "show", "--json")
+    fingerprint = shown["fingerprint"]
+    # the reviewer: another machine (no station key), storage only
+    review_env = keyring_service + "-r"
+    os.environ["STATION_KEYRING_SERVICE"] = review_env
+    try:
+        policy = _policy(tmp_path / "reviewer.toml", [], kind="local", local_dir=str(central))
+        rc, res = _run(capsys, "verify", "--json", "--policy", str(policy), d.name)
+        assert rc == 3 and res["verdict"] == "untrusted"
+        assert "no site authority" in json.dumps(res) and "migration" in json.dumps(res)
+        # the migration steps, as docs/deploy.md gives them
+        assert cli.main(["site", "init", "--out", str(tmp_path / "it")]) == 0
+        capsys.readouterr()
+        auth_pub = (tmp_path / "it" / "site-authority.pub").read_text().split("\n")[1]
+        policy = _policy(tmp_path / "reviewer.toml", [auth_pub], kind="local", local_dir=str(central))
+        (tmp_path / "fingerprints.txt").write_text(f"seat-9 {fingerprint}\n")
+        rc, res = _run(capsys, "site", "approve", "--policy", str(policy), "--authority",
+                       str(tmp_path / "it" / "site-authority.key"), "--expect",
+                       str(tmp_path / "fingerprints.txt"), "--json")
+        assert [r["station"] for r in res["approved"]] == ["seat-9"], res
+        rc, res = _run(capsys, "verify", "--json", "--policy", str(policy), d.name)
+        assert rc == 0 and res["verdict"] == "intact", res
+    finally:
+        os.environ["STATION_KEYRING_SERVICE"] = keyring_service

@@ -70,7 +70,10 @@ def all_versions(server: S3Server, bucket: str, prefix: str = "") -> dict[str, i
 
 
 def spool_files(session_dir: Path) -> list[str]:
-    return sorted(p.name for p in session_dir.iterdir()) if session_dir.exists() else []
+    """The session's evidence files in the spool (not the seat-only checkpoints.log)."""
+    if not session_dir.exists():
+        return []
+    return sorted(p.name for p in session_dir.iterdir() if p.name != "checkpoints.log")
 
 
 def write_policy(path: Path, pol: Policy) -> Path:

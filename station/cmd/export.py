@@ -25,7 +25,7 @@ HELP = "decrypt a session to playable media, operation log and masking ledger (a
 log = logs.get("review")
 
 # Problems that do not stop an export: the data that exists is authentic, just incomplete.
-BENIGN = {"truncated", "session-open"}
+BENIGN = {"truncated", "session-open", "crash-recovered"}
 
 
 def configure(p: argparse.ArgumentParser) -> None:

@@ -204,6 +204,7 @@ class SealedWriter:
         hjson = canonical_json(header)
         if len(hjson) > MAX_HEADER_BYTES:
             raise SealError("header too large")
+        check_header(hjson, FORMAT_V1)  # never write a file that every reader refuses (2.2)
         self._state = nb.crypto_secretstream_xchacha20poly1305_state()
         ss_header = nb.crypto_secretstream_xchacha20poly1305_init_push(self._state, key)
         del key

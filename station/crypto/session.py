@@ -377,8 +377,12 @@ def _vouch(path: Path, cps: list[dict[str, Any]]) -> dict[str, Any]:
                 break
             vouched = cp
     if finding is None and cps and vouched is cps[-1] and size > cps[-1]["bytes"]:
-        finding = ("recovery-appended", f"{path.name}: {size - cps[-1]['bytes']} bytes after its "
-                   "last checkpoint, which the station never wrote")
+        with path.open("rb") as fh:
+            fh.seek(cps[-1]["bytes"])
+            tail_zero = not fh.read().strip(b"\0")
+        if not tail_zero:  # zeros are what a power cut leaves in blocks allocated but not written
+            finding = ("recovery-appended", f"{path.name}: {size - cps[-1]['bytes']} bytes after "
+                       "its last checkpoint, which the station never wrote")
     return {"vouched": vouched, "size": size, "finding": finding}
 
 
@@ -519,6 +523,8 @@ def _recovery_record(cps: dict[str, list[dict[str, Any]]], until: dict[str, Any]
     media = sorted((c for name, lst in cps.items() if name.endswith(".media.drseg") for c in lst),
                    key=lambda c: c.get("mono_ns") or 0)
     first = min((c.get("mono_ns") or 0 for lst in cps.values() for c in lst), default=None)
+    if until is None and media:  # nothing open at the crash: complete up to the last closed one
+        until = media[-1]
     gaps = [(b["mono_ns"] - a["mono_ns"]) / 1e9 for a, b in zip(media, media[1:], strict=False)
             if isinstance(a.get("mono_ns"), int) and isinstance(b.get("mono_ns"), int)]
     return {"recovered_utc": utc_now_iso(), "until_utc": (until or {}).get("utc"),

@@ -40,7 +40,7 @@ RECOVERY_CODES = ("recovery-session-finished", "recovery-header-mismatch", "reco
                   "recovery-checkpoint-mismatch", "recovery-cut", "recovery-missing-file",
                   "recovery-unvouched", "recovery-bad-checkpoint")
 # codes that do not make a session "altered": what a verdict of open/untrusted/recovered allows
-_SOFT = {"truncated", "session-open", "untrusted"}
+_SOFT = {"truncated", "session-open", "untrusted", "crash-recovered"}
 
 
 class TrustedKeys(list[str]):
@@ -319,7 +319,12 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
             want = {"station": station, "session": sid, "seq": ref, "kind": kind}
             wrong = {k: hdr.get(k) for k, v in want.items() if hdr.get(k) != v}
             cut_in_prefix = ((trunc or {}).get(kind) or {}).get("at_message") == 0
-            if wrong and not (not hdr and cut_in_prefix):  # a file cut in its prefix has none
+            if not hdr and not cut_in_prefix:  # signed, yet no valid header: not a sealed file
+                entry["status"] = "altered"
+                rep.add(pos, "altered", f"{name}: no valid sealed header "
+                        f"({sc.get('anomaly') or sc.get('error') or 'unreadable'})")
+                continue
+            if wrong and hdr:  # a file cut in its prefix has no header to compare
                 entry["status"] = "reordered"
                 rep.add(pos, "header-mismatch", f"{name}: its sealed header says "
                         + ", ".join(f"{k} {v!r}" for k, v in wrong.items())
@@ -352,9 +357,14 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
             seq = f.get("seq") if isinstance(f, dict) and _is_int(f.get("seq")) else None
             rep.add(seq if seq in rep.segments or seq is None else None, code,
                     str(f.get("detail") if isinstance(f, dict) else f))
-    if (session or {}).get("end_reason") == "crash-recovered" and recovery is None:
-        rep.add(None, "recovery-unvouched", "closed out by crash recovery without checkpoints "
-                "(a station version before checkpoints, or a forged close-out)")
+    if (session or {}).get("end_reason") == "crash-recovered":
+        if recovery is None:
+            rep.add(None, "recovery-unvouched", "closed out by crash recovery without checkpoints "
+                    "(a station version before checkpoints, or a forged close-out)")
+        else:  # never intact: the recording ended by a crash, however whole its segments are
+            rep.add(None, "crash-recovered", "ended by a crash and closed out by recovery: "
+                    f"complete up to {recovery.get('until_utc')}, at most "
+                    f"{recovery.get('lost_s_max')} s lost")
 
     intact = not rep.problems
     codes = {p["code"] for p in rep.problems}

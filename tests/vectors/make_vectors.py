@@ -499,7 +499,7 @@ def session_vectors(out: Path, tmp: Path) -> None:
                                       f"comment: {comment}\n", encoding="utf-8")
 
     expect(make("ok"), "ok", "intact", "three segments, normal end")
-    expect(recover(make("truncated", crash=True)), "truncated", "recovered",
+    expect(recover(make("truncated", crash=True)), "truncated, crash-recovered", "recovered",
            "crash during segment 3, closed out by recovery (crash-recovered), nothing else wrong")
     d = make("reordered")
     for kind in ("manifest.json", "media.drseg", "oplog.drseg", "masklog.drseg"):
@@ -564,6 +564,13 @@ def session_vectors(out: Path, tmp: Path) -> None:
     expect(d, "wrong-station", "altered", "segment 2 manifest names another station")
 
     # what recovery finds on a seat's disk altered by someone without the keys
+    d = make("recovered-at-boundary", segments=2)
+    (d / "session.json").unlink()
+    (d / "checkpoints.log").write_bytes(b"".join(  # the crash came before the finished line
+        ln + b"\n" for ln in (d / "checkpoints.log").read_bytes().split(b"\n")
+        if ln and b'"t":"finished"' not in ln))
+    expect(recover(d), "crash-recovered", "recovered", "crash right after segment 2 closed: "
+           "every segment whole, still not intact (ended by a crash)")
     d = make("recovery-session-finished", segments=3)
     (d / "session.json").unlink()
     for p in d.glob("seg-000003.*"):
