@@ -164,7 +164,10 @@ def trusted_from_storage(ctx: Any) -> list[str]:
         log.warning("enrolled stations not read (storage not usable: %s)", exc)
         return TrustedKeys()
     try:
-        return site_trust(store, ctx.policy.crypto.site_authorities).trusted()
+        trusted: list[str] = apply_revoked(
+            site_trust(store, ctx.policy.crypto.site_authorities).trusted(),
+            ctx.policy.crypto.revoked_stations)
+        return trusted
     except StationError as exc:
         log.warning("enrolled stations not read from %s: %s", store.describe(), exc)
         return TrustedKeys()
@@ -323,9 +326,10 @@ class SiteTrust:
         unrevoked key, the ``pinned`` entries, and a reason for every other key seen."""
         from station.crypto.verify import TrustedKeys
 
-        entries: list[str] = list(pinned)
         reasons: dict[str, str] = dict(self.suspect_keys)  # a forged object says the most
         revoked_keys = {k: r for st in self.stations.values() for k, r in st.revoked.items()}
+        # the authority's revocation also withdraws a key the reviewer pinned
+        entries = [e for e in pinned if _key_of(e) not in revoked_keys]
         for sid, st in sorted(self.stations.items()):
             for public in sorted(st.approved):
                 if public not in revoked_keys:
@@ -353,6 +357,12 @@ class SiteTrust:
                                f"revoked by the site authority on {rev.get('revoked_utc')}: "
                                f"{rev.get('reason')}")
         return TrustedKeys(entries, reasons=reasons, problems=list(self.problems))
+
+
+def _key_of(entry: str) -> str:
+    """The key of a trust entry: ``ed25519:KEY`` or ``STATION=ed25519:KEY``."""
+    _, sep, rest = entry.strip().partition("=ed25519:")
+    return "ed25519:" + rest if sep else entry.strip()
 
 
 def _named_key(data: bytes) -> str | None:
@@ -407,8 +417,48 @@ def site_trust(store: Store, authorities: Iterable[str]) -> SiteTrust:
             public = _named_key(data)
             if public is not None and len(parts) > 1:
                 out.suspect_keys.setdefault(public, f"{exc} (not trusted)")
+    _older_revocations(store, out, auth)
     for p in out.problems:
         log.warning("enrolment: %s", p)
+    return out
+
+
+def _older_revocations(store: Store, out: SiteTrust, auth: set[str]) -> None:
+    """Where the store keeps versions (S3 with Object Lock), a valid revocation counts even when
+    its current version was deleted or replaced: withdrawing trust cannot be undone by storage."""
+    versions = getattr(store, "all_versions", None)
+    if versions is None:
+        return
+    base = store.key(ENROLMENT_DIR, REVOKED_DIR) + "/"
+    try:
+        found = versions(base)
+    except StationError as exc:
+        out.problems.append(f"{base}: older versions not read ({exc})")
+        return
+    for key, data in found:
+        try:
+            rec = _parse_countersigned(data, key, REVOCATION_FORMAT, auth)
+        except EnrolmentError:
+            continue
+        st = out._st(rec["station_id"])
+        if rec["public_key"] not in st.revoked:
+            st.revoked[rec["public_key"]] = rec
+            out.problems.append(f"{key}: the current object no longer revokes key "
+                                f"{keys.fingerprint(rec['public_key'])}, an older version does "
+                                "(deleted or replaced in storage): it stays revoked")
+
+
+def apply_revoked(trusted: Any, revoked: Iterable[str]) -> Any:
+    """Drop the keys the policy revokes (``crypto.revoked_stations``: pinned revocations, which
+    no storage operation can undo) from a :class:`~station.crypto.verify.TrustedKeys`."""
+    gone = {r.strip() for r in revoked}
+    if not gone:
+        return trusted
+    keep = [e for e in trusted if _key_of(e) not in gone]
+    out = type(trusted)(keep, reasons=trusted.reasons, problems=trusted.problems)
+    for public in gone:
+        out.reasons[public] = (f"key {keys.fingerprint(public)} is revoked by the policy "
+                               "(crypto.revoked_stations)")
     return out
 
 

@@ -158,6 +158,9 @@ SCHEMA: tuple[Key, ...] = (
         "the site enrolment authorities; a station key in storage is trusted only with an "
         "approval signed by one of them (`station site approve`).",
         pattern=r"ed25519:[A-Za-z0-9+/]{43}="),
+    Key("crypto.revoked_stations", list, [], "Reviewer side: station signing keys "
+        "('ed25519:BASE64') never trusted, whatever storage or the other keys say (revocations "
+        "pinned out of band).", pattern=r"ed25519:[A-Za-z0-9+/]{43}="),
     # --- storage ----------------------------------------------------------------------------
     Key("storage.kind", str, "local", "Central storage: a local folder (embedded default) or "
         "S3-compatible object storage.", choices=("local", "s3")),

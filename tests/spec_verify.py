@@ -564,6 +564,8 @@ def verify_files(files: dict[str, bytes], session_id: str | None, trust: Trust) 
         rec = sess.get("recovery")
         if isinstance(rec, dict):
             findings = rec.get("findings")
+            if findings is not None and not isinstance(findings, list):
+                add("altered", None, "recovery findings are not an array")
             if isinstance(findings, list):
                 for f in findings:
                     code = f.get("code") if isinstance(f, dict) else None

@@ -38,7 +38,7 @@ def is_int(v: object) -> bool:
 
 def json_ok(v: object, depth: int) -> bool:
     """2.2 rules 3 and 4: nesting at most 16, every number an integer in int64."""
-    if depth > 16:
+    if depth > 16 and isinstance(v, (list, dict)):  # "arrays and objects nest at most 16 deep"
         return False
     if isinstance(v, float):
         return False

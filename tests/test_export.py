@@ -171,9 +171,8 @@ def test_a_validly_signed_manifest_listing_another_segments_file_is_refused_by_e
     with the station key (what a recovery that signs whatever it finds used to do). verify says
     header-mismatch; export refuses it, and with --allow-damaged skips that file instead of
     writing segment 1's pictures as segment 2; the review reader refuses to open it."""
-    import shutil
-
     import io
+    import shutil
 
     from station.crypto.verify import DirSource, MisplacedFile
     from station.review.session import ReviewSession

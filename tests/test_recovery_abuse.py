@@ -59,7 +59,10 @@ def crashed(tmp_path_factory: pytest.TempPathFactory, keyring_service_module: st
     assert (sdir / "seg-000003.media.drseg").exists() and not (sdir / "session.json").exists()
     sk = load_signing_key()
     assert sk is not None
-    return st, sdir, sk
+    # a pristine copy: a later `station record` on this seat recovers the spool's own folder
+    pristine = tmp_path_factory.mktemp("crashed") / sid
+    shutil.copytree(sdir, pristine)
+    return st, pristine, sk
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +127,8 @@ def test_each_abuse_of_a_crashed_session_is_reported_with_its_code(
         shutil.copyfile(d / "seg-000001.media.drseg", media3)
     elif abuse.startswith("replace"):
         other = tmp_path / "other" / "x"
-        from tests.vectors.make_vectors import ARCHIVE  # any sealed file of another session
         from station.crypto.sealed import SealedWriter
+        from tests.vectors.make_vectors import ARCHIVE  # any sealed file of another session
 
         other.mkdir(parents=True)
         with SealedWriter(other / "f", [ARCHIVE.public_key], {
@@ -180,3 +183,36 @@ def test_a_finished_session_cut_before_upload_is_refused(
         assert res["verdict"] == "altered"
         detail = " ".join(p["detail"] for p in res["problems"])
         assert ("audit log" if cut_log else "checkpoints.log") in detail
+
+
+def test_a_folder_recovery_cannot_read_does_not_stop_the_others_or_the_recording(
+        crashed: tuple, tmp_path: Path) -> None:
+    """A non-canonical manifest planted in a crashed folder used to raise out of recovery and
+    stop `station record` from starting: the disk holder could keep the seat from recording."""
+    st, sdir, sk = crashed
+    spool = tmp_path / "spool"
+    bad = _copy(sdir, tmp_path, "spool")
+    good = spool / "20261207T000000Z-0000good"
+    shutil.copytree(sdir, good)
+    man = json.loads((bad / "seg-000001.manifest.json").read_bytes())
+    (bad / "seg-000001.manifest.json").write_text(json.dumps(man, indent=1))
+    audit = AuditLog(tmp_path / "audit.log")
+    done = recover_spool(spool, sk, audit=audit)
+    assert [m["session"] for m in done] == [sdir.name]          # the good copy (same session id)
+    events = [r["event"] for r in audit.records()]
+    assert sorted(events) == ["session-recovered", "session-recovery-failed"]
+    assert not (bad / "session.json").exists()
+
+
+def test_a_checkpoint_line_cut_by_the_crash_is_dropped_before_recovery_appends(
+        crashed: tuple, tmp_path: Path) -> None:
+    """The crash cut the last checkpoint line mid-write: that line vouched for nothing (its
+    message was never written), and recovery's own `finished` line must not be glued to it."""
+    _, sdir, sk = crashed
+    d = _copy(sdir, tmp_path, "cutline")
+    log = d / "checkpoints.log"
+    log.write_bytes(log.read_bytes() + b'{"n":99999,"prev":"0123')
+    res = _recover(d, sk)
+    assert res["verdict"] == "recovered", res["problems"]
+    lines = log.read_bytes().split(b"\n")
+    assert lines[-1] == b"" and b'"t":"finished"' in lines[-2] and b"0123" not in log.read_bytes()

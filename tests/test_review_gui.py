@@ -178,3 +178,38 @@ def test_window_over_seaweedfs_lists_opens_and_audits_in_the_bucket(qtbot, displ
     assert opened.args[0]["intact"] and "INTACT" in w.verdict.banner.text()
     keys = [o["Key"] for o in s3.client().list_objects_v2(Bucket=s3_bucket, Prefix="dualrec/audit/")["Contents"]]
     assert sorted(k.rsplit("/", 1)[1].split("-")[1] for k in keys) == ["open", "play"]
+
+
+def test_a_recovered_session_is_shown_as_recovered_not_intact_and_plays(
+        qtbot, display: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A station killed mid-segment and recovered: the banner and the catalog say RECOVERED
+    (complete up to the crash, seconds lost), never INTACT, and the kept part plays."""
+    from station.crypto import SessionSealer, recover_session
+    from ui.review_window import ReviewSetup, ReviewWindow
+
+    ident, sk = nacl.public.PrivateKey.generate(), nacl.signing.SigningKey.generate()
+    sid = kit.new_session_id()
+    d = tmp_path / "spool" / sid
+    sealer = SessionSealer(d, sid, "seat-01", [bytes(ident.public_key)], sk, meta={"agent": "kim"})
+    kit.encode_segment(kit._WriteOnly(sealer.open_segment(1, "media")), start_s=0.0, dur_s=3.0)
+    sealer.close_segment(1, {"start_pts_ms": 0})
+    kit.encode_segment(kit._WriteOnly(sealer.open_segment(2, "media")), start_s=3.0, dur_s=3.0)
+    sealer.abandon()                                                       # the crash
+    assert recover_session(d, sk) is not None
+    store = LocalFolderStore(tmp_path / "store")
+    kit.upload(d, store)
+    audit = ReviewAudit(store, "", AuditLog(tmp_path / "audit.log"), "carol@review")
+    setup = ReviewSetup(store=store, catalog=Catalog.for_store(store, tmp_path / "data"),
+                        identities=[ident], trusted=[station_text(sk.verify_key)], audit=audit,
+                        thresholds=qcmod.Thresholds(required_steps=()), tmp_dir=tmp_path / "tmp")
+    w = ReviewWindow(setup, audio=False)
+    qtbot.addWidget(w)
+    w.show()
+    with qtbot.waitSignal(w.refreshed, timeout=20000):
+        w.refresh()
+    report = _open(qtbot, w, sid)
+    assert report["verdict"] == "recovered" and not report["intact"]
+    text = w.verdict.banner.text()
+    assert "RECOVERED" in text and "INTACT" not in text and report["recovery"]["until_utc"] in text
+    assert w.setup.catalog.get(sid).verdict == "recovered"
+    assert w.player.isEnabled() and w.player.screen_pane.pixmap() is not None

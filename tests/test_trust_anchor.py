@@ -271,3 +271,32 @@ def test_an_enrolled_site_keeps_working_after_the_migration_steps(
         assert rc == 0 and res["verdict"] == "intact", res
     finally:
         os.environ["STATION_KEYRING_SERVICE"] = keyring_service
+
+
+@pytest.mark.integration
+def test_a_revocation_deleted_or_overwritten_in_object_locked_s3_still_revokes(
+        tmp_path: Path, s3, s3_lock_bucket: str) -> None:
+    """Withdrawn trust cannot be restored by storage: a delete marker on, or a new version of,
+    the revocation object leaves the older version, which still counts; a policy-pinned
+    revocation (crypto.revoked_stations) holds whatever storage says, pinned keys included."""
+    prefix = "site1"
+    authority, seat = nacl.signing.SigningKey.generate(), nacl.signing.SigningKey.generate()
+    auth_pub, seat_pub = (keys.station_text(k.verify_key) for k in (authority, seat))
+    store = _s3_store(s3, s3_lock_bucket, prefix)
+    client = s3.client()
+    try:
+        enrolment.approve(store, authority, _request(store, seat, "seat-r"), "t")
+        assert list(enrolment.site_trust(store, [auth_pub]).trusted()) == [f"seat-r={seat_pub}"]
+        key, _ = enrolment.revoke(store, authority, "seat-r", seat_pub, "seat stolen", "t")
+        assert list(enrolment.site_trust(store, [auth_pub]).trusted()) == []
+        client.delete_object(Bucket=s3_lock_bucket, Key=key)                  # a delete marker
+        assert store.head(key) is None
+        trust = enrolment.site_trust(store, [auth_pub]).trusted()
+        assert list(trust) == [] and "seat stolen" in trust.reasons[seat_pub]
+        assert any("older version" in p for p in trust.problems)
+        client.put_object(Bucket=s3_lock_bucket, Key=key, Body=b'{"format": "garbage"}')
+        assert list(enrolment.site_trust(store, [auth_pub]).trusted([seat_pub])) == []
+    finally:
+        store.close()
+    pinned = enrolment.apply_revoked(enrolment.SiteTrust([]).trusted([seat_pub]), [seat_pub])
+    assert list(pinned) == [] and "crypto.revoked_stations" in pinned.reasons[seat_pub]

@@ -57,7 +57,8 @@ ZH: dict[str, str] = {
     "to YYYY-MM-DD": "止 YYYY-MM-DD", "station": "坐席", "agent": "业务员", "any QC": "全部质检",
     "flagged": "有质检标记", "any steps": "全部步骤", "step missing": "缺少步骤",
     "any integrity": "全部完整性",
-    "intact": "完整", "RECOVERED": "崩溃后恢复", "recovered": "已恢复", "unverified": "未校验", "incomplete": "未完成", "sessions": "个会话", "of": "/",
+    "intact": "完整", "RECOVERED": "崩溃后恢复 RECOVERED", "recovered": "已恢复",
+    "unverified": "未校验", "incomplete": "未完成", "sessions": "个会话", "of": "/",
     "▶ Play": "▶ 播放", "❚❚ Pause": "❚❚ 暂停", "Speed": "倍速", "Export…": "导出…",
     "INTACT": "完整 INTACT", "NOT INTACT": "不完整 NOT INTACT",
 }

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import base64
+import builtins
 import contextlib
 import datetime as dt
 import hashlib
@@ -530,6 +531,26 @@ class S3Store(Store):
                                           str(o.get("ETag", "")).strip('"') or None, o.get("LastModified")))
         except Exception as exc:
             raise map_error(exc, f"listing {prefix or '/'}") from None
+        return out
+
+    def all_versions(self, prefix: str, max_bytes: int = 64 * 1024,
+                     limit: int = 10_000) -> builtins.list[tuple[str, bytes]]:
+        """``(key, body)`` of every stored version (not delete markers) of the small objects under
+        ``prefix``: with Object Lock, a revocation that was deleted or overwritten by a new
+        version is still there, and still counts (station/enrolment.py)."""
+        out: builtins.list[tuple[str, bytes]] = []
+        try:
+            pages = self.client.get_paginator("list_object_versions").paginate(
+                Bucket=self.bucket, Prefix=prefix)
+            for page in pages:
+                for v in page.get("Versions", []):
+                    if int(v.get("Size", 0)) > max_bytes or len(out) >= limit:
+                        continue
+                    r = self.client.get_object(Bucket=self.bucket, Key=v["Key"],
+                                               VersionId=v["VersionId"])
+                    out.append((v["Key"], r["Body"].read()))
+        except Exception as exc:
+            raise map_error(exc, f"listing versions of {prefix or '/'}") from None
         return out
 
     # --- writes -----------------------------------------------------------------------------

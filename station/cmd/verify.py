@@ -120,7 +120,10 @@ def trusted_keys(args: argparse.Namespace, ctx: Context, storage: bool = True) -
     for t in getattr(args, "trust", []) or []:
         keys.parse_station(t)
         out.merge([t.strip()])
-    return out
+    from station.enrolment import apply_revoked
+
+    revoked: TrustedKeys = apply_revoked(out, ctx.policy.crypto.revoked_stations)
+    return revoked
 
 
 def run(args: argparse.Namespace, ctx: Context) -> Any:

@@ -51,6 +51,8 @@ def check_signature(manifest: dict[str, Any]) -> tuple[str, str | None]:
         return "unsigned", None
     try:
         vk = parse_station(str(signer))
+        if station_text(vk) != signer:  # one text per key: base64 with stray padding bits is not
+            return "bad", str(signer)
         vk.verify(canonical_json({k: v for k, v in manifest.items() if k != "sig"}),
                   unb64(str(sig), "signature"))
     except (nacl.exceptions.BadSignatureError, ValueError, TypeError):

@@ -222,6 +222,9 @@ class SealedWriter:
         try:
             self._push(b"", ad=prefix, final=False, lead=prefix)  # one checkpointed write
             self._fh.flush()
+            if fsync_on_flush:  # like every flushed message: a power cut keeps what was vouched
+                os.fsync(self._fh.fileno())
+                self._synced_bytes = self.bytes_written
         except BaseException:
             self._fh.close()
             raise
@@ -345,7 +348,7 @@ def _is_int(value: Any, least: int) -> bool:
 def _json_problem(value: Any, depth: int) -> str | None:
     """Header rules 3-4: nesting depth, and integers only, so that no reader has to reproduce
     Python's float formatting to check the canonical form."""
-    if depth > MAX_HEADER_DEPTH:
+    if depth > MAX_HEADER_DEPTH and isinstance(value, (dict, list)):  # containers nest, not values
         return f"nested deeper than {MAX_HEADER_DEPTH}"
     if isinstance(value, float):
         return f"number {value!r} is not an integer"

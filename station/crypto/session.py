@@ -102,6 +102,9 @@ class Checkpoints:
         self._lock = threading.Lock()
         self._n, self._prev = 0, GENESIS
         if path.exists():
+            data = path.read_bytes()
+            if data and not data.endswith(b"\n"):  # a line the crash cut: it vouched for nothing
+                os.truncate(path, data.rfind(b"\n") + 1)  # (its message was never written)
             for rec, raw in _log_lines(path):
                 if _line_ok(rec, raw, self._n, self._prev, self._key.verify_key):
                     self._n, self._prev = self._n + 1, hashlib.sha256(raw).hexdigest()
@@ -316,12 +319,13 @@ class SessionSealer:
         }
         if recovery is not None:
             body["recovery"] = dict(recovery)
-        if self.checkpoints is not None:  # before session.json: its loss is then detectable
+        man = sign(body, self._key)
+        write_manifest(self.dir / SESSION_MANIFEST, man)
+        if self.checkpoints is not None:  # after session.json: a crash in between loses nothing,
+            # and session.json deleted later is then detectable (recovery-session-finished)
             self.checkpoints.write({"t": "finished", "segments": self.segments,
                                     "last_hash": self.last_hash, "end_reason": str(end_reason),
                                     "utc": utc_now_iso()})
-        man = sign(body, self._key)
-        write_manifest(self.dir / SESSION_MANIFEST, man)
         self.finished = man
         self._release()
         return man
@@ -392,7 +396,8 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
     """Close out one crashed session folder. None if it is finished or in use.
 
     ``finished_elsewhere``: what the station's audit log or upload journal says if they record
-    this session as finished (then recovery vouches for nothing and reports tampering)."""
+    this session as finished; recovery then closes out what it finds as usual but signs the
+    finding ``recovery-session-finished`` into session.json, which makes the verdict altered."""
     session_dir = Path(session_dir)
     if (session_dir / SESSION_MANIFEST).exists():
         return None
@@ -432,7 +437,7 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
         for seq in sorted(pending):
             for kind in sorted(pending[seq]):
                 headers[(seq, kind)] = scan_frames(pending[seq][kind])
-        any_hdr = next((sc["header"] for sc in headers.values() if sc["header"]), {})
+        any_hdr: dict[str, Any] = next((sc["header"] for sc in headers.values() if sc["header"]), {})
         station = (first or {}).get("station") or any_hdr.get("station") or station_id or "?"
         if fin is not None:
             find("recovery-session-finished", f"{CHECKPOINTS} records that the station finished "
@@ -492,7 +497,8 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
                     if kind == "media" and v["vouched"] is not None and (
                             until is None or v["vouched"]["mono_ns"] > until["mono_ns"]):
                         until = v["vouched"]
-                hdr0 = next((headers[(seq, k)]["header"] for k in sorted(pending[seq])), {})
+                hdr0: dict[str, Any] = next(
+                    (headers[(seq, k)]["header"] for k in sorted(pending[seq])), {})
                 sealer._append(seq, files, started_utc=hdr0.get("created_utc") or "",
                                started_ns=hdr0.get("created_mono_ns"), ended_utc=(until or {}).get(
                                    "utc") or utc_now_iso(), ended_ns=None,
@@ -536,11 +542,21 @@ def _recovery_record(cps: dict[str, list[dict[str, Any]]], until: dict[str, Any]
 def finished_sessions(audit: Any) -> dict[str, str]:
     """Sessions the audit log records as stopped: ``{session id: detail}``."""
     out: dict[str, str] = {}
+    records: list[dict[str, Any]] = []
     try:
-        records = audit.records()
-    except (OSError, ValueError) as exc:
+        lines = Path(audit.path).read_bytes().splitlines()
+    except FileNotFoundError:
+        return out
+    except OSError as exc:
         log.warning("audit log not read for recovery: %s", exc)
         return out
+    for raw in lines:  # one damaged line must not hide the others
+        try:
+            rec = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if isinstance(rec, dict):
+            records.append(rec)
     for r in records:
         sid = r.get("session") or r.get("session_id")
         if not isinstance(sid, str) or r.get("sealed") is False:  # finish failed: not finished
@@ -573,7 +589,15 @@ def recover_spool(spool_dir: str | os.PathLike[str],
     out = []
     for d in sorted(spool.iterdir()):
         if d.is_dir() and not d.name.startswith("."):
-            man = recover_session(d, signing_key, station_id, known.get(d.name))
+            try:
+                man = recover_session(d, signing_key, station_id, known.get(d.name))
+            except (OSError, ValueError, SealError) as exc:
+                # e.g. a manifest in the folder that is not byte-exact: leave the folder as it is
+                # for a human (verify reports it), and never let it stop the seat from recording
+                log.error("session %s not recovered: %s", d.name, exc)
+                if audit is not None:
+                    audit.append("session-recovery-failed", session=d.name, error=str(exc))
+                continue
             if man is not None:
                 out.append(man)
                 if audit is not None:

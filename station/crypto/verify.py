@@ -228,17 +228,18 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
         sid = sid or man.get("session")
         station = station or man.get("station")
         _check_kind(rep, pos, man, name, "segment", station)
-        if man.get("seq") != pos:
-            rep.add(pos, "reordered", f"{name} holds the manifest of segment {man.get('seq')}")
+        if not (_is_int(man.get("seq")) and man["seq"] == pos):  # true is not the integer 1
+            rep.add(pos, "reordered", f"{name} holds the manifest of segment {man.get('seq')!r}")
         if sid is not None and man.get("session") != sid:
             rep.add(pos, "reordered", f"{name} belongs to session {man.get('session')}")
 
     # 3. count and chain
     count = max(man_seqs, default=0)
     if session is not None:
-        n = session.get("segments")
-        if not _is_int(n) or n < 0:
-            rep.add(None, "altered", f"session.json segments {n!r} is not a count")
+        raw_n = session.get("segments")
+        n = raw_n if isinstance(raw_n, int) and not isinstance(raw_n, bool) else -1
+        if n < 0:
+            rep.add(None, "altered", f"session.json segments {raw_n!r} is not a count")
         elif n > count:
             for seq in range(count + 1, n + 1):
                 rep.add(seq, "missing-segment", f"segment {seq} listed by session.json is missing")
@@ -278,6 +279,8 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
     # 4. files named by manifests, bound to their place by name and cleartext header
     listed: set[str] = set()
     for pos, man in sorted(manifests.items()):
+        if not isinstance(man.get("files"), dict):
+            rep.add(pos, "altered", f"seg-{pos:06d}.manifest.json has no files object")
         files: dict[str, Any] = man["files"] if isinstance(man.get("files"), dict) else {}
         trunc = man.get("truncated") if isinstance(man.get("truncated"), dict) else {}
         for kind, info in sorted(files.items()):
@@ -316,8 +319,10 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
                     rep.add(pos, "altered", f"{name}: SHA-256/size differ from the signed manifest"
                             + (f" ({sc['error']})" if sc.get("error") else ""))
                 continue
-            want = {"station": station, "session": sid, "seq": ref, "kind": kind}
-            wrong = {k: hdr.get(k) for k, v in want.items() if hdr.get(k) != v}
+            place: dict[str, Any] = {"station": station, "session": sid, "seq": man.get("seq"),
+                                     "kind": kind}
+            wrong = {k: hdr.get(k) for k, v in place.items()
+                     if hdr.get(k) != v or type(hdr.get(k)) is not type(v)}
             cut_in_prefix = ((trunc or {}).get(kind) or {}).get("at_message") == 0
             if not hdr and not cut_in_prefix:  # signed, yet no valid header: not a sealed file
                 entry["status"] = "altered"
@@ -328,7 +333,7 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
                 entry["status"] = "reordered"
                 rep.add(pos, "header-mismatch", f"{name}: its sealed header says "
                         + ", ".join(f"{k} {v!r}" for k, v in wrong.items())
-                        + f", the manifest places it as {want}")
+                        + f", the manifest places it as {place}")
                 continue
             # truncated or not is what the signed manifest says; the keyless walk must agree
             says_final = info.get("final") is True and kind not in (trunc or {})
@@ -350,13 +355,17 @@ def verify_session(source: SessionSource, trusted: Iterable[str],
     recovery = (session or {}).get("recovery") if isinstance((session or {}).get("recovery"),
                                                             dict) else None
     if recovery is not None:
-        for f in recovery.get("findings") or []:
+        findings = recovery.get("findings")
+        if findings is not None and not isinstance(findings, list):
+            rep.add(None, "altered", "session.json recovery findings are not an array")
+        for f in findings if isinstance(findings, list) else []:
             code = f.get("code") if isinstance(f, dict) else None
             if code not in RECOVERY_CODES:
                 code = "recovery-unvouched"
-            seq = f.get("seq") if isinstance(f, dict) and _is_int(f.get("seq")) else None
-            rep.add(seq if seq in rep.segments or seq is None else None, code,
-                    str(f.get("detail") if isinstance(f, dict) else f))
+            fseq = f.get("seq") if isinstance(f, dict) else None
+            at = fseq if isinstance(fseq, int) and not isinstance(fseq, bool) else None
+            rep.add(at if at in rep.segments else None, str(code),
+                    str(f.get("detail")) if isinstance(f, dict) else "")
     if (session or {}).get("end_reason") == "crash-recovered":
         if recovery is None:
             rep.add(None, "recovery-unvouched", "closed out by crash recovery without checkpoints "

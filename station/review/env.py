@@ -50,11 +50,12 @@ def trusted_keys(ctx: Any, store: Any, extra: list[str] | None = None) -> Any:
 
     from station.cmd import verify as verify_cmd
     from station.crypto.verify import TrustedKeys
-    from station.enrolment import site_trust
+    from station.enrolment import apply_revoked, site_trust
 
     pinned = verify_cmd.trusted_keys(argparse.Namespace(trust=extra or []), ctx, storage=False)
     try:
-        return site_trust(store, ctx.policy.crypto.site_authorities).trusted(sorted(pinned))
+        return apply_revoked(site_trust(store, ctx.policy.crypto.site_authorities).trusted(
+            sorted(pinned)), ctx.policy.crypto.revoked_stations)
     except Exception as exc:  # unreadable enrolment: sessions show as untrusted, not an error
         log.warning("enrolled stations not read: %s", exc)
         return TrustedKeys(sorted(pinned))

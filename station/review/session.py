@@ -24,9 +24,8 @@ from typing import Any, BinaryIO
 
 from station import logs
 from station.crypto.sealed import SealedReader, SealError
-from station.crypto.verify import check_binding
 from station.crypto.session import MANIFEST_RE, SESSION_MANIFEST, seg_name
-from station.crypto.verify import verify_session
+from station.crypto.verify import check_binding, verify_session
 from station.errors import StationError
 from station.review import qc as qcmod
 from station.review.audit import ReviewAudit
