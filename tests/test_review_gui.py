@@ -213,3 +213,6 @@ def test_a_recovered_session_is_shown_as_recovered_not_intact_and_plays(
     assert "RECOVERED" in text and "INTACT" not in text and report["recovery"]["until_utc"] in text
     assert w.setup.catalog.get(sid).verdict == "recovered"
     assert w.player.isEnabled() and w.player.screen_pane.pixmap() is not None
+    qtbot.waitUntil(lambda: w.setup.catalog.get(sid).qc_state != "none", timeout=30000)
+    flags = w.setup.catalog.get(sid).qc_flags
+    assert qcmod.CRASH_RECOVERED in flags and qcmod.NOT_INTACT not in flags, flags

@@ -55,8 +55,9 @@ NO_CONSENT = "no-consent"
 NO_CAMERA = "no-camera"
 NO_AUDIO = "no-audio"
 NOT_INTACT = "not-intact"
+CRASH_RECOVERED = "crash-recovered"  # ended by a crash, complete up to it: not a tampering flag
 ALL_FLAGS = (NO_FACE, CAMERA_COVERED, SILENCE, CLIPPING, AV_OFFSET, DROPS, GAPS, MISSING_STEP,
-             STEPS_OUT_OF_ORDER, NO_CONSENT, NO_CAMERA, NO_AUDIO, NOT_INTACT)
+             STEPS_OUT_OF_ORDER, NO_CONSENT, NO_CAMERA, NO_AUDIO, NOT_INTACT, CRASH_RECOVERED)
 
 
 @dataclass(frozen=True)
@@ -360,7 +361,7 @@ class QcReport:
 def evaluate(session_id: str, camera: CameraQc | None, audio: AudioQc | None,
              events: Sequence[Mapping[str, Any]], stats_list: Sequence[Mapping[str, Any]],
              thresholds: Thresholds, intact: bool | None = None,
-             video_first_pts_s: float | None = None) -> QcReport:
+             video_first_pts_s: float | None = None, recovered: bool = False) -> QcReport:
     """Compare the measurements with the thresholds and produce the report with its flags."""
     flags: list[str] = []
     m: dict[str, Any] = {}
@@ -411,7 +412,7 @@ def evaluate(session_id: str, camera: CameraQc | None, audio: AudioQc | None,
     if thresholds.consent_required and not consent:
         flags.append(NO_CONSENT)
     if intact is False:
-        flags.append(NOT_INTACT)
+        flags.append(CRASH_RECOVERED if recovered else NOT_INTACT)
     m["intact"] = intact
     return QcReport(session_id=session_id, metrics=m, flags=flags, steps=steps, consent=consent,
                     masking=summary["masking"], spans=spans)
@@ -431,7 +432,8 @@ def analyse_session(rs: Any, thresholds: Thresholds, chunk_s: float = 10.0) -> Q
     try:
         player = rs.player(audit=False)
     except Exception:  # nothing playable: report what the manifests and oplog say
-        return evaluate(rs.session_id, None, None, events, stats, thresholds, intact=rs.intact)
+        return evaluate(rs.session_id, None, None, events, stats, thresholds, intact=rs.intact,
+                        recovered=rs.verdict() == "recovered")
     try:
         t = 0.0
         while t < player.duration_s:  # grows to the true end once the last segment is loaded
@@ -452,7 +454,7 @@ def analyse_session(rs: Any, thresholds: Thresholds, chunk_s: float = 10.0) -> Q
     finally:
         player.close()
     return evaluate(rs.session_id, camera, audio, events, stats, thresholds, intact=rs.intact,
-                    video_first_pts_s=v_first)
+                    video_first_pts_s=v_first, recovered=rs.verdict() == "recovered")
 
 
 def store_qc(rs: Any, report: QcReport, recipients: Sequence[Any], tmp_dir: Any) -> str:
