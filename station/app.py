@@ -20,6 +20,7 @@ from typing import Any
 
 from station import logs
 from station.context import Context
+from station.errors import StationError
 from station.flow import FakeRecording, FlowState, HealthWatch, RecordingLike, SessionFlow
 
 log = logs.get("session")
@@ -103,6 +104,20 @@ class HealthLoop:
             self._thread.join(2)
 
 
+def _mmss(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d}"
+
+
+def _local_hhmm(utc: str) -> str:
+    import datetime as dt
+
+    try:
+        return dt.datetime.fromisoformat(utc.replace("Z", "+00:00")).astimezone().strftime("%H:%M")
+    except ValueError:
+        return "?"
+
+
 class App:
     """The running station without its window."""
 
@@ -118,6 +133,7 @@ class App:
         self.health = HealthLoop(self.flow, HealthWatch.from_policy(ctx.policy))
         self.desktop: Any = None
         self.uploader: Any = None
+        self.recovered: list[dict[str, Any]] = []
         self._upload_stop = threading.Event()
         self._upload_thread: threading.Thread | None = None
         self._want_api = ctx.policy.api.enabled
@@ -127,6 +143,7 @@ class App:
 
     def start(self) -> App:
         self.ctx.ensure_dirs()
+        self.recovered = self._recover()
         if self._want_api:
             from station.api import LocalApi
 
@@ -138,6 +155,47 @@ class App:
         if self._want_upload:
             self._start_uploader()
         return self
+
+    def _recover(self) -> list[dict[str, Any]]:
+        """Close out sessions a crash left open (this window killed, or `station record`), before
+        anything records or uploads: they are then uploaded like any other (docs/format.md 6)."""
+        from station.crypto.keys import load_signing_key
+        from station.crypto.session import recover_spool
+
+        try:
+            sk = load_signing_key(self.ctx.secrets)
+        except StationError as exc:
+            log.warning("crashed sessions not recovered: %s", exc)
+            return []
+        if sk is None:
+            return []
+        try:
+            from uploader.service import finished_in_journal
+
+            finished = finished_in_journal(self.ctx.data_dir)
+        except Exception as exc:  # an unreadable journal must not keep the seat from starting
+            log.warning("upload journal not read for recovery: %s", exc)
+            finished = {}
+        return recover_spool(self.ctx.spool_dir, sk, self.ctx.station_id, audit=self.ctx.audit,
+                             finished=finished)
+
+    def recovery_notice(self) -> str | None:
+        """One line for the agent about the sessions recovered at this start, or None."""
+        if not self.recovered:
+            return None
+        parts = []
+        for man in self.recovered:
+            rec = man.get("recovery") or {}
+            kept, lost = float(rec.get("kept_s") or 0), float(rec.get("lost_s_max") or 0)
+            until = str(rec.get("until_utc") or man.get("ended_utc") or "")
+            when = _local_hhmm(until)
+            if rec.get("findings"):
+                parts.append(f"session {man['session']} was found altered on this disk and was "
+                             "reported to the reviewers")
+            else:
+                parts.append(f"the last session was interrupted at {when}; "
+                             f"{_mmss(kept)} of {_mmss(kept + lost)} kept")
+        return "; ".join(parts)
 
     def _start_desktop(self) -> None:
         from station.desktop import DesktopUnavailable, open_watcher

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import socket
 from collections.abc import Iterable
@@ -89,8 +88,9 @@ def make_record(signing_key: nacl.signing.SigningKey, station_id: str, *, site: 
     return sign(body, signing_key)
 
 
-def parse_record(data: bytes, where: str) -> Enrolment:
-    """Validate one record; raise :class:`EnrolmentError` saying what is wrong with it."""
+def _enrolment_object(data: bytes, where: str, fmt: str) -> tuple[dict[str, Any], str, str]:
+    """A small enrolment object of format ``fmt``: ``(object, station_id, public_key)`` once the
+    JSON, the format, the station id and the key text are valid, else :class:`EnrolmentError`."""
     if len(data) > MAX_RECORD_BYTES:
         raise EnrolmentError(where, f"larger than {MAX_RECORD_BYTES} bytes")
     try:
@@ -99,8 +99,8 @@ def parse_record(data: bytes, where: str) -> Enrolment:
         raise EnrolmentError(where, f"not JSON ({exc})") from None
     if not isinstance(rec, dict):
         raise EnrolmentError(where, "not a JSON object")
-    if rec.get("format") != ENROLMENT_FORMAT:
-        raise EnrolmentError(where, f"unknown format {rec.get('format')!r}")
+    if rec.get("format") != fmt:
+        raise EnrolmentError(where, f"unknown format {rec.get('format')!r}, expected {fmt}")
     sid, public = rec.get("station_id"), rec.get("public_key")
     if not isinstance(sid, str) or not STATION_ID_RE.fullmatch(sid):
         raise EnrolmentError(where, f"bad station_id {sid!r}")
@@ -110,6 +110,12 @@ def parse_record(data: bytes, where: str) -> Enrolment:
         keys.parse_station(public)
     except keys.KeyFormatError as exc:
         raise EnrolmentError(where, str(exc)) from None
+    return rec, sid, public
+
+
+def parse_record(data: bytes, where: str) -> Enrolment:
+    """Validate one record; raise :class:`EnrolmentError` saying what is wrong with it."""
+    rec, sid, public = _enrolment_object(data, where, ENROLMENT_FORMAT)
     status, signer = check_signature(rec)
     if status != "valid":
         raise EnrolmentError(where, f"signature {status}")
@@ -188,22 +194,18 @@ def fp_hex(public: str) -> str:
 def new_authority(out_dir: Path) -> dict[str, str]:
     """Write ``site-authority.key`` (0600: IT keeps it off the seats) and ``site-authority.pub``
     into ``out_dir``; never overwrite."""
-    out_dir.mkdir(parents=True, exist_ok=True)
     key_path, pub_path = out_dir / "site-authority.key", out_dir / "site-authority.pub"
-    for p in (key_path, pub_path):
-        if p.exists():
-            raise AuthorityKeyError(str(p), "exists; refusing to overwrite a key")
     sk = nacl.signing.SigningKey.generate()
     public = keys.station_text(sk.verify_key)
     fp = keys.fingerprint(public)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(f"# DualRec site enrolment authority (private; never on a seat). Public {public}\n"
-                 f"# fingerprint {fp}\n{AUTHORITY_PREFIX}{keys._b64(bytes(sk))}\n")
-    fd = os.open(pub_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(f"# DualRec site enrolment authority, fingerprint {fp}: put it in the policy's "
-                 f"crypto.site_authorities\n{public}\n")
+    try:
+        keys.write_key_pair(
+            key_path, f"# DualRec site enrolment authority (private; never on a seat). Public "
+            f"{public}\n# fingerprint {fp}\n{AUTHORITY_PREFIX}{keys._b64(bytes(sk))}\n",
+            pub_path, f"# DualRec site enrolment authority, fingerprint {fp}: put it in the "
+            f"policy's crypto.site_authorities\n{public}\n")
+    except keys.KeyFormatError as exc:
+        raise AuthorityKeyError(str(key_path.parent), str(exc)) from None
     return {"public_key": public, "fingerprint": fp, "key": str(key_path), "pub": str(pub_path)}
 
 
@@ -261,21 +263,7 @@ def _parse_countersigned(data: bytes, where: str, fmt: str,
                          authorities: set[str]) -> dict[str, Any]:
     """An approval or revocation: JSON object of ``fmt`` with a valid signature by one of
     ``authorities``; :class:`EnrolmentError` naming what is wrong otherwise."""
-    if len(data) > MAX_RECORD_BYTES:
-        raise EnrolmentError(where, f"larger than {MAX_RECORD_BYTES} bytes")
-    try:
-        rec = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EnrolmentError(where, f"not JSON ({exc})") from None
-    if not isinstance(rec, dict) or rec.get("format") != fmt:
-        raise EnrolmentError(where, f"not a {fmt} record")
-    sid, public = rec.get("station_id"), rec.get("public_key")
-    if not isinstance(sid, str) or not STATION_ID_RE.fullmatch(sid):
-        raise EnrolmentError(where, f"bad station_id {sid!r}")
-    try:
-        keys.parse_station(str(public))
-    except keys.KeyFormatError as exc:
-        raise EnrolmentError(where, str(exc)) from None
+    rec, _, _ = _enrolment_object(data, where, fmt)
     status, signer = check_signature(rec)
     if status != "valid":
         raise EnrolmentError(where, f"signature {status}: forged, replaced or damaged")

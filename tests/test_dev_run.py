@@ -155,3 +155,47 @@ def test_station_run_without_a_display_fails_with_a_message_and_creates_nothing(
     out = subprocess.run([STATION, "run", "--demo"], capture_output=True, text=True, timeout=60, env=env)
     assert out.returncode == 1 and "no display" in out.stderr
     assert not (station_home / "demo").exists()
+
+
+def test_station_run_killed_mid_session_recovers_it_at_the_next_start_and_tells_the_agent(
+        display, station_home, keyring_service, tmp_path):
+    """SIGKILL `station run` during a call: the next start recovers the session before anything
+    records or uploads, writes the audit event, says so in the window, and the session verifies
+    as recovered (not intact, not open) wherever it now lies (spool or the local store)."""
+    port = free_port()
+    env = {**os.environ, "LANG": "en_US.UTF-8"}
+    argv = [STATION, "run", "--demo", "--announce", "--lang", "en", "--api-port", str(port),
+            "--no-desktop-log"]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        info = read_json_line(proc, 60)
+        assert info["notice"] is None
+        assert cli(station_home, port, "start", "--ref", "CRM-1").returncode == 0
+        assert cli(station_home, port, "consent", "agree").returncode == 0
+        snap = json.loads(cli(station_home, port, "status", json_out=True).stdout)
+        assert snap["state"] == "recording"
+        sid = snap["session_id"]
+        time.sleep(4.0)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+    assert not (station_home / "spool" / sid / "session.json").exists()
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        info = read_json_line(proc, 60)
+        assert info["notice"] and "interrupted at" in info["notice"] and " kept" in info["notice"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=60)
+    events = [json.loads(x) for x in (station_home / "audit" / "audit.log").read_text().splitlines()]
+    assert [e["session"] for e in events if e["event"] == "session-recovered"] == [sid]
+    ver = subprocess.run([STATION, "verify", "--json", "--data-dir", str(station_home), "--policy",
+                          str(station_home / "demo" / "policy.toml"), sid],
+                         capture_output=True, text=True, timeout=60, env=env)
+    res = json.loads(ver.stdout)
+    assert ver.returncode == 4 and res["verdict"] == "recovered", (ver.returncode, res.get("problems"))
+    assert res["recovery"]["kept_s"] >= 2.0

@@ -389,8 +389,14 @@ class AgentWindow(QMainWindow):
             mb = float(disk) / (1 << 20) if "disk_free_bytes" in health else float(disk)
             self.disk_label.setText(f"{mb / 1024:.1f} GiB")
 
+    def show_notice(self, message: str) -> None:
+        """A line for the agent that is not an error of their action (e.g. a recovered crash)."""
+        self.error_label.setStyleSheet("color:#e65100;")
+        self.error_label.setText(message)
+
     @Slot(str)
     def on_action_failed(self, message: str) -> None:
+        self.error_label.setStyleSheet("color:#c62828;")
         self._error = message
         self.error_label.setText(message)
 

@@ -31,13 +31,16 @@ class Gui:
         self.window = AgentWindow(self.bridge, self.tr, backlog=app.backlog_text)
         self.tray = StationTray(self.bridge, self.tr, self.window)
         app.own_rects = lambda: [r for r in (self.window.own_rect(),) if r]
+        self.notice = app.recovery_notice()
+        if self.notice:  # the agent learns at once that the last call's recording was cut
+            self.window.show_notice(self.notice)
 
     def describe(self) -> dict[str, Any]:
         g = self.window.frameGeometry()
         return {"event": "window_shown", "object": self.window.objectName(),
                 "title": self.window.windowTitle(), "banner": self.window.banner.text(),
                 "banner_kind": self.window.banner.property("bannerKind"),
-                "geometry": [g.x(), g.y(), g.width(), g.height()],
+                "geometry": [g.x(), g.y(), g.width(), g.height()], "notice": self.notice,
                 "api_port": self.app.api.port if self.app.api else None}
 
 

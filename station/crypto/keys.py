@@ -107,23 +107,27 @@ def read_identity_file(path: Path | str) -> list[nacl.public.PrivateKey]:
     return [parse_identity(ln) for ln in lines]
 
 
-def new_recipient_pair(out_dir: Path) -> dict[str, str]:
-    """Write archive.pub (0644) and archive.key (0600) into out_dir; never overwrite."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    pub_path, key_path = out_dir / "archive.pub", out_dir / "archive.key"
+def write_key_pair(key_path: Path, key_text: str, pub_path: Path, pub_text: str) -> None:
+    """Create a private key file (0600) and its public file (0644); never overwrite either."""
+    key_path.parent.mkdir(parents=True, exist_ok=True)
     for p in (pub_path, key_path):
         if p.exists():
             raise KeyFormatError(str(p), "exists; refusing to overwrite a key")
+    for path, text, mode in ((key_path, key_text, 0o600), (pub_path, pub_text, 0o644)):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+def new_recipient_pair(out_dir: Path) -> dict[str, str]:
+    """Write archive.pub (0644) and archive.key (0600) into out_dir; never overwrite."""
+    pub_path, key_path = out_dir / "archive.pub", out_dir / "archive.key"
     sk = nacl.public.PrivateKey.generate()
     pub = recipient_text(sk.public_key)
     fp = fingerprint(pub)
-    fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(f"# DualRec reviewer identity (private). Recipient {pub}\n"
-                 f"# fingerprint {fp}\n{identity_text(sk)}\n")
-    fd = os.open(pub_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-    with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write(f"# DualRec recipient (archive) public key, fingerprint {fp}\n{pub}\n")
+    write_key_pair(key_path, f"# DualRec reviewer identity (private). Recipient {pub}\n"
+                   f"# fingerprint {fp}\n{identity_text(sk)}\n",
+                   pub_path, f"# DualRec recipient (archive) public key, fingerprint {fp}\n{pub}\n")
     return {"public_key": pub, "fingerprint": fp, "pub": str(pub_path), "key": str(key_path)}
 
 
