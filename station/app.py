@@ -123,8 +123,9 @@ class App:
 
     def __init__(self, ctx: Context, *, fake_devices: bool = False,
                  factory: Callable[..., RecordingLike] | None = None, api_port: int | None = None,
-                 desktop: bool = True, upload: bool = True) -> None:
+                 desktop: bool = True, upload: bool = True, recover_every_s: float = 300.0) -> None:
         self.ctx = ctx
+        self._recover_every_s = recover_every_s
         self.own_rects: Callable[[], list[tuple[int, int, int, int]]] = list
         self.factory = factory or recording_factory(ctx, fake_devices=fake_devices,
                                                     own_rects=lambda: self.own_rects())
@@ -134,6 +135,8 @@ class App:
         self.desktop: Any = None
         self.uploader: Any = None
         self.recovered: list[dict[str, Any]] = []
+        self.recovered_later: list[dict[str, Any]] = []
+        self._recover_thread: threading.Thread | None = None
         self._upload_stop = threading.Event()
         self._upload_thread: threading.Thread | None = None
         self._want_api = ctx.policy.api.enabled
@@ -144,6 +147,10 @@ class App:
     def start(self) -> App:
         self.ctx.ensure_dirs()
         self.recovered = self._recover()
+        if self._recover_every_s > 0:  # sessions another process (`station record`) left open
+            self._recover_thread = threading.Thread(target=self._recover_loop, name="recovery",
+                                                    daemon=True)
+            self._recover_thread.start()
         if self._want_api:
             from station.api import LocalApi
 
@@ -178,6 +185,13 @@ class App:
             finished = {}
         return recover_spool(self.ctx.spool_dir, sk, self.ctx.station_id, audit=self.ctx.audit,
                              finished=finished)
+
+    def _recover_loop(self) -> None:
+        while not self._upload_stop.wait(self._recover_every_s):
+            try:
+                self.recovered_later.extend(self._recover())
+            except Exception:  # never let recovery take the station down
+                log.exception("periodic recovery failed")
 
     def recovery_notice(self) -> str | None:
         """One line for the agent about the sessions recovered at this start, or None."""
@@ -261,7 +275,9 @@ class App:
             self.desktop.close()
         if self.api is not None:
             self.api.close()
+        self._upload_stop.set()  # also ends the periodic recovery
+        if self._recover_thread is not None:
+            self._recover_thread.join(10)
         if self._upload_thread is not None:
-            self._upload_stop.set()
             self._upload_thread.join(10)
             self.uploader.close()

@@ -216,3 +216,79 @@ def test_a_checkpoint_line_cut_by_the_crash_is_dropped_before_recovery_appends(
     assert res["verdict"] == "recovered", res["problems"]
     lines = log.read_bytes().split(b"\n")
     assert lines[-1] == b"" and b'"t":"finished"' in lines[-2] and b"0123" not in log.read_bytes()
+
+
+def test_symbolic_links_in_the_spool_are_never_followed_or_signed(
+        crashed: tuple, tmp_path: Path) -> None:
+    """A link in the spool pointing at a crashed folder elsewhere: recovery must not write a
+    signed session.json into the link's target. A segment file replaced by a link to another
+    file is not signed either (the station checkpointed a real file: recovery-missing-file)."""
+    _, sdir, sk = crashed
+    target = tmp_path / "elsewhere" / sdir.name
+    shutil.copytree(sdir, target)
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / sdir.name).symlink_to(target, target_is_directory=True)
+    audit = AuditLog(tmp_path / "audit.log")
+    assert recover_spool(spool, sk, audit=audit) == []
+    assert not (target / "session.json").exists()
+    assert [r["event"] for r in audit.records()] == ["session-recovery-failed"]
+    d = _copy(sdir, tmp_path, "linked-file")
+    outside = tmp_path / "outside.bin"
+    shutil.copyfile(d / "seg-000003.oplog.drseg", outside)
+    (d / "seg-000003.oplog.drseg").unlink()
+    (d / "seg-000003.oplog.drseg").symlink_to(outside)
+    res = _recover(d, sk)
+    assert "recovery-missing-file" in _codes(res), res["problems"]
+
+
+def test_a_crash_in_the_first_segment_keeps_what_was_known_at_start(tmp_path: Path) -> None:
+    """Agent, site and the start time come from the signed `start` line of the checkpoint log
+    when no manifest was closed yet; the segment ends at its last vouched checkpoint, not at the
+    time recovery ran."""
+    import nacl.public
+    import nacl.signing
+
+    from station.crypto.session import SessionSealer
+
+    sk = nacl.signing.SigningKey.generate()
+    d = tmp_path / "spool" / "20261207T101500Z-00000001"
+    s = SessionSealer(d, d.name, "seat-5", [nacl.public.PrivateKey.generate().public_key], sk,
+                      {"agent": "agent-9", "site": "sh-01"})
+    w = s.open_segment(1, "media")
+    w.write(b"x" * 1000)
+    w.flush()
+    s.abandon()
+    time.sleep(1.2)
+    [man] = recover_spool(d.parent, sk)
+    assert man["agent"] == "agent-9" and man["site"] == "sh-01" and man["station"] == "seat-5"
+    seg = json.loads((d / "seg-000001.manifest.json").read_bytes())
+    assert seg["meta"]["agent"] == "agent-9"
+    assert seg["ended_utc"] == man["recovery"]["until_utc"] < man["recovery"]["recovered_utc"]
+
+
+def test_the_running_station_recovers_sessions_left_open_by_another_process(
+        crashed: tuple, station_home: Path, keyring_service: str) -> None:
+    """`station run` recovers at start and then from time to time (a `station record` killed
+    while the window runs)."""
+    from station.app import App
+    from station.context import Context
+    from station.crypto.keys import load_signing_key as load
+    from station.secrets import SIGNING_KEY, SecretStore
+
+    _, sdir, sk = crashed
+    SecretStore(keyring_service).set_bytes(SIGNING_KEY, bytes(sk))
+    assert load() is not None
+    ctx = Context(data_dir=station_home)
+    app = App(ctx, desktop=False, upload=False, api_port=0, recover_every_s=0.2).start()
+    try:
+        assert app.recovered == [] and app.recovery_notice() is None
+        shutil.copytree(sdir, ctx.spool_dir / sdir.name)             # appears while it runs
+        deadline = time.monotonic() + 10
+        while not app.recovered_later and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert [m["session"] for m in app.recovered_later] == [sdir.name]
+    finally:
+        app.close()
+    res = verify_session(DirSource(ctx.spool_dir / sdir.name), [station_text(sk.verify_key)])
+    assert res["verdict"] == "recovered", res["problems"]

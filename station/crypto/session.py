@@ -110,6 +110,10 @@ class Checkpoints:
                     self._n, self._prev = self._n + 1, hashlib.sha256(raw).hexdigest()
         self._fd: int | None = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
+    @property
+    def lines(self) -> int:
+        return self._n
+
     def write(self, body: Mapping[str, Any]) -> None:
         with self._lock:
             if self._fd is None:
@@ -164,8 +168,9 @@ def _line_ok(rec: dict[str, Any] | None, raw: bytes, n: int, prev: str,
 
 def read_checkpoints(path: Path, vk: nacl.signing.VerifyKey
                      ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any] | None, list[str]]:
-    """``(file name -> its checkpoints in order, the finished line or None, problems)``. Reading
-    stops at the first line that is not the next valid signed link of the chain (a problem)."""
+    """``(file name -> its checkpoints in order, the finished line or None, problems)``; the
+    ``start`` line, if valid, is in ``files[""]``. Reading stops at the first line that is not
+    the next valid signed link of the chain (a problem)."""
     files: dict[str, list[dict[str, Any]]] = {}
     finished: dict[str, Any] | None = None
     problems: list[str] = []
@@ -182,6 +187,8 @@ def read_checkpoints(path: Path, vk: nacl.signing.VerifyKey
             files.setdefault(rec["file"], []).append(rec)
         elif rec.get("t") == "finished":
             finished = rec
+        elif rec.get("t") == "start" and n == 1:
+            files[""] = [rec]
     return files, finished, problems
 
 
@@ -218,6 +225,10 @@ class SessionSealer:
         self.segments = self.last_seq
         self.checkpoints = (Checkpoints(self.dir / CHECKPOINTS, self._key, session_id, fsync_on_flush)
                             if checkpoints else None)
+        if self.checkpoints is not None and self.last_seq == 0 and self.checkpoints.lines == 0:
+            # what is known at start survives a crash in the first segment (recovery reads it)
+            self.checkpoints.write({"t": "start", "station": station_id, "meta": self.meta,
+                                    "utc": utc_now_iso(), "mono_ns": time.monotonic_ns()})
         self.truncated: list[int] = []
         self._open: dict[int, dict[str, SealedWriter]] = {}
         self._times: dict[int, tuple[str, int]] = {}
@@ -425,12 +436,16 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
             if any(SEG_RE.fullmatch(p.name) for p in session_dir.iterdir()):
                 find("recovery-unvouched", f"no {CHECKPOINTS}: the station never checkpointed "
                      "these files (written by someone else, or the log was deleted)")
+        start_lines = cps.pop("", [])
+        start: dict[str, Any] | None = start_lines[0] if start_lines else None
         first_cp = next((c for lst in cps.values() for c in lst), None)
         session_id = ((first or {}).get("session") or (first_cp or {}).get("session")
                       or session_dir.name)
         pending: dict[int, dict[str, Path]] = {}
         for p in session_dir.iterdir():
             m = SEG_RE.fullmatch(p.name)
+            if p.is_symlink() or not p.is_file():  # never sign (or upload) what a link points at
+                continue
             if m and int(m.group(1)) > last_seq:
                 pending.setdefault(int(m.group(1)), {})[m.group(2)] = p
         headers = {}
@@ -438,7 +453,8 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
             for kind in sorted(pending[seq]):
                 headers[(seq, kind)] = scan_frames(pending[seq][kind])
         any_hdr: dict[str, Any] = next((sc["header"] for sc in headers.values() if sc["header"]), {})
-        station = (first or {}).get("station") or any_hdr.get("station") or station_id or "?"
+        station = ((first or {}).get("station") or (start or {}).get("station")
+                   or any_hdr.get("station") or station_id or "?")
         if fin is not None:
             find("recovery-session-finished", f"{CHECKPOINTS} records that the station finished "
                  f"this session at {fin.get('utc')} with {fin.get('segments')} segments "
@@ -447,11 +463,12 @@ def recover_session(session_dir: Path, signing_key: nacl.signing.SigningKey | by
             find("recovery-session-finished", finished_elsewhere)
         for name in sorted(cps):
             m = SEG_RE.fullmatch(name)
-            if m and int(m.group(1)) > last_seq and not (session_dir / name).exists():
+            f = session_dir / name
+            if m and int(m.group(1)) > last_seq and (f.is_symlink() or not f.is_file()):
                 find("recovery-missing-file", f"{name} was checkpointed by the station and is "
                      "gone", int(m.group(1)), m.group(2))
                 pending.setdefault(int(m.group(1)), {})
-        meta = dict((first or {}).get("meta") or {})
+        meta = dict((first or {}).get("meta") or (start or {}).get("meta") or {})
         meta.setdefault("started_utc", (first_cp or {}).get("utc") or any_hdr.get("created_utc"))
         os.close(lock)
         lock = None
@@ -588,6 +605,11 @@ def recover_spool(spool_dir: str | os.PathLike[str],
         known.update(finished_sessions(audit))
     out = []
     for d in sorted(spool.iterdir()):
+        if d.is_symlink():  # a link in the spool is not a session the station wrote
+            log.error("spool entry %s is a symbolic link: not recovered", d.name)
+            if audit is not None:
+                audit.append("session-recovery-failed", session=d.name, error="symbolic link")
+            continue
         if d.is_dir() and not d.name.startswith("."):
             try:
                 man = recover_session(d, signing_key, station_id, known.get(d.name))
