@@ -76,6 +76,12 @@ class RecordingSession:
         self.fake_devices = fake_devices
         self.agent = agent or _os_user()
         self.customer = customer
+        # written in clear into every manifest: masked here, whichever path started the session
+        # (the API and the window mask it too; `station record --business-ref` did not)
+        if business_ref:
+            from station.shield import redact
+
+            business_ref = redact(business_ref.strip())[:128]
         self.business_ref = business_ref
         cap = self.policy.capture
         self.camera_src = cap.camera if camera is None else camera

@@ -292,3 +292,24 @@ def test_the_running_station_recovers_sessions_left_open_by_another_process(
         app.close()
     res = verify_session(DirSource(ctx.spool_dir / sdir.name), [station_text(sk.verify_key)])
     assert res["verdict"] == "recovered", res["problems"]
+
+
+def test_a_business_reference_given_on_the_command_line_reaches_no_cleartext_file(
+        tmp_path: Path, keyring_service_module: str) -> None:
+    """`station record --business-ref` with a phone and an ID number: manifests, session.json,
+    the checkpoint log, the audit and diagnostic logs hold them masked, never in clear (the API
+    and window paths masked them already; the command line did not)."""
+    home = tmp_path / "seat"
+    st = make_station(home, **{"capture.segment_seconds": 2})
+    phone, id_number = "13812345678", "110101199003074578"
+    proc = _record(st, "--duration", "3", "--json", "--business-ref",
+                   f"客户 {phone} 身份证 {id_number}")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    sid = json.loads(out)["session_id"]
+    session = json.loads((home / "spool" / sid / "session.json").read_bytes())
+    assert session["meta"]["business_ref"].startswith("客户 ") and "*" in session["meta"]["business_ref"]
+    hits = [p for p in home.rglob("*") if p.is_file() and not p.name.endswith(".drseg")
+            and (phone.encode() in p.read_bytes() or id_number.encode() in p.read_bytes())]
+    assert hits == []
+    assert phone not in out.decode() + err.decode()
