@@ -164,3 +164,20 @@ def test_key_enrolled_for_one_station_does_not_vouch_for_another_station_id(tmp_
     other = verify_session(DirSource(d), [f"seat-999={key}"])
     assert other["intact"] is False
     assert any("enrolled for seat-999" in p["detail"] for p in other["problems"]), other["problems"]
+
+
+@pytest.mark.parametrize("bad", ["/etc", "..", "../../etc", ".", "a/b", "-x", "x" * 200, ""])
+def test_verify_and_export_refuse_what_is_not_a_session_id_in_one_line(
+        bad: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`verify /etc` used to read /etc as a session and `export ..` audited a session '..'."""
+    from station.cli import main
+
+    home = tmp_path / "home"
+    for argv in (["verify", "--data-dir", str(home), "--", bad],
+                 ["export", "--data-dir", str(home), "--out", str(tmp_path / "o"), "--reason", "r",
+                  "--identity", str(tmp_path / "none.key"), "--", bad]):
+        rc = main(argv)
+        err = capsys.readouterr().err
+        assert rc == 1 and "is not a session id" in err and "Traceback" not in err, (argv, err)
+    assert not (home / "audit" / "audit.log").exists() or "export-started" not in (
+        home / "audit" / "audit.log").read_text()

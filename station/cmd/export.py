@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from station import logs
-from station.cmd.verify import find_source, trusted_keys
+from station.cmd.verify import SESSION_ID_RE, BadSessionId, find_source, trusted_keys
 from station.context import Context
 from station.crypto import keys
 from station.crypto.sealed import SealedReader, SealError, Truncated
@@ -102,6 +102,8 @@ def _concat(parts: list[Path], dest: Path) -> str | None:
 
 
 def run(args: argparse.Namespace, ctx: Context) -> Any:
+    if not SESSION_ID_RE.fullmatch(args.session_id):  # before anything is read, written or audited
+        raise BadSessionId(args.session_id)
     reason = (args.reason or "").strip()
     if not reason:
         raise UsageError("--reason is required: say why this session is exported "

@@ -16,6 +16,7 @@ Exit code: 0 intact, 4 recovered after a crash, 3 anything else (altered, open, 
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,18 @@ def configure(p: argparse.ArgumentParser) -> None:
         p.add_argument(*flags, **kw)
 
 
+SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
+
+
+class BadSessionId(StationError, ValueError):
+    """{!r} is not a session id (letters, digits, '-' and '_', e.g. 20261124T062500Z-3fa9c2d1)"""
+
+
 def find_source(args: argparse.Namespace, ctx: Context, sid: str) -> SessionSource:
+    """Where session ``sid`` is read from; a path or anything that is not a session id is
+    refused before any file is touched (``verify /etc`` read /etc as a session)."""
+    if not SESSION_ID_RE.fullmatch(sid):
+        raise BadSessionId(sid)
     for fn in SOURCES:
         src = fn(args, ctx, sid)
         if src is not None:
