@@ -94,6 +94,10 @@ def _emit(result: Any, as_json: bool, mod: ModuleType) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # everything the station writes (data dir, spool, journal, audit, logs, key files, exports)
+    # is private to its user: files 0600, folders 0700 (docs/security.md 2.8), whatever umask
+    # the shell or the service manager gave it
+    os.umask(0o077)
     words = sys.argv[1:] if argv is None else argv
     first = next((w for w in words if not w.startswith("-")), None)
     parser, modules = build_parser(first if first in COMMANDS and _load(first) else None)

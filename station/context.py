@@ -62,3 +62,5 @@ class Context:
     def ensure_dirs(self) -> None:
         for d in (self.data_dir, self.spool_dir):
             d.mkdir(parents=True, exist_ok=True, mode=0o700)
+            if d.stat().st_mode & 0o077 and d.stat().st_uid == os.getuid():
+                d.chmod(0o700)  # made by someone else (an installer, a shell): the station's own

@@ -313,3 +313,24 @@ def test_a_business_reference_given_on_the_command_line_reaches_no_cleartext_fil
             and (phone.encode() in p.read_bytes() or id_number.encode() in p.read_bytes())]
     assert hits == []
     assert phone not in out.decode() + err.decode()
+
+
+def test_everything_a_recording_and_its_upload_write_is_private_to_the_user(
+        tmp_path: Path, keyring_service_module: str) -> None:
+    """docs/security.md 2.8: files 0600 and folders 0700 everywhere the station writes (the
+    journal and logs were 0644, the data dir, audit/ and logs/ 0755), under a permissive umask."""
+    home = tmp_path / "seat"
+    st = make_station(home, **{"capture.segment_seconds": 2})
+    old = os.umask(0o022)
+    try:
+        for argv in (["record", "--fake-devices", "--duration", "2"], ["upload", "--drain"]):
+            r = subprocess.run([sys.executable, "-m", "station.cli", *argv, "--policy",
+                                str(st.policy_path), "--data-dir", str(home)],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr[-2000:]
+    finally:
+        os.umask(old)
+    loose = [f"{oct(p.stat().st_mode & 0o777)} {p.relative_to(home)}" for p in [home, *home.rglob("*")]
+             if p.name != "policy.toml" and p.stat().st_mode & 0o077]
+    assert loose == []
+    assert (home / "journal.sqlite").exists() and any((home / "store").rglob("session.json"))
