@@ -13,6 +13,7 @@ allowed. Read values as typed attributes: ``policy.capture.screen_fps``.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import tomllib
@@ -70,6 +71,8 @@ class Key:
             value, ok_type = float(value), True
         if not ok_type:
             raise PolicyError(f"{where}: wrong type, expected {self.allowed()}")
+        if self.type is float and not math.isfinite(value):  # nan fails every comparison below
+            raise PolicyError(f"{where}: not a finite number, expected {self.allowed()}")
         if self.type is list:
             if not all(isinstance(v, str) for v in value):
                 raise PolicyError(f"{where}: expected {self.allowed()}")

@@ -124,3 +124,12 @@ def test_reference_markdown_has_a_row_per_key() -> None:
     for key in policy.SCHEMA:
         assert f"`{key.name}`" in table
     assert tomllib.loads(policy.render())  # sanity: starter is valid TOML
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_float_key_that_is_not_finite_is_refused_by_policy_check(value: str, tmp_path: Path) -> None:
+    """NaN compares false with every bound, so it passed `policy check` and crashed `record`."""
+    path = tmp_path / "p.toml"
+    path.write_text(f"[capture]\nfragment_seconds = {value}\n")
+    with pytest.raises(policy.PolicyError, match="not a finite number"):
+        policy.load(path)
