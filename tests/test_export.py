@@ -212,3 +212,42 @@ def test_a_validly_signed_manifest_listing_another_segments_file_is_refused_by_e
     with pytest.raises(MisplacedFile):
         rs.open_sealed(2, "media")
     rs.open_sealed(1, "media").close()
+
+
+def test_review_window_export_works_for_an_approved_station_and_audits_a_failure(
+        tmp_path: Path, station_home: Path, keyring_service: str) -> None:
+    """The review side holds approved keys as STATION=KEY: its export used to fail on them
+    ("station key: expected ed25519:BASE64"). A failed export is audited as failed, not only as
+    the 'export' it attempted."""
+    import nacl.public
+    import nacl.signing
+
+    from station.context import Context
+    from station.crypto.keys import identity_text, station_text
+    from station.crypto.verify import TrustedKeys
+    from station.logs import AuditLog
+    from station.review.audit import ReviewAudit
+    from station.review.session import ReviewSession
+    from tests import reviewkit as kit
+    from uploader.stores import LocalFolderStore
+
+    ident, sk = nacl.public.PrivateKey.generate(), nacl.signing.SigningKey.generate()
+    keyfile = tmp_path / "archive.key"
+    keyfile.write_text(identity_text(ident) + "\n")
+    d = kit.make_session(tmp_path / "spool", [bytes(ident.public_key)], sk, segments=1, seg_s=1.0,
+                         station="seat-01")
+    store = LocalFolderStore(tmp_path / "store")
+    folder = kit.upload(d, store)
+    audit = ReviewAudit(store, "", AuditLog(tmp_path / "audit.log"), "carol@review")
+    trusted = TrustedKeys([f"seat-01={station_text(sk.verify_key)}"])
+    rs = ReviewSession(store, folder, [ident], trusted, audit)
+    assert rs.open(reason="complaint 9")["verdict"] == "intact"
+    ctx = Context(data_dir=station_home)
+    res = rs.export(tmp_path / "out", "complaint 9", ctx=ctx, identity_paths=[keyfile])
+    assert "seg-000001.mkv" in res["files"] and res["intact"] is True
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "x").write_text("x")
+    with pytest.raises(Exception, match="not empty"):
+        rs.export(tmp_path / "busy", "complaint 9", ctx=ctx, identity_paths=[keyfile])
+    actions = [r["action"] for r in audit.records(d.name)]
+    assert actions == ["open", "export", "export", "export-failed"], actions

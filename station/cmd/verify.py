@@ -129,9 +129,13 @@ def trusted_keys(args: argparse.Namespace, ctx: Context, storage: bool = True) -
     for fn in TRUST:
         if storage or fn is not _enrolled:
             out.merge(fn(ctx))
-    for t in getattr(args, "trust", []) or []:
-        keys.parse_station(t)
+    extra = getattr(args, "trust", None) or []
+    for t in extra:  # a key, or STATION=KEY as the review side holds them
+        _, sep, key = t.strip().rpartition("=ed25519:")
+        keys.parse_station("ed25519:" + key if sep else t)
         out.merge([t.strip()])
+    for k, v in getattr(extra, "reasons", {}).items():  # a TrustedKeys passed on keeps its reasons
+        out.reasons.setdefault(k, v)
     from station.enrolment import apply_revoked
 
     revoked: TrustedKeys = apply_revoked(out, ctx.policy.crypto.revoked_stations)

@@ -26,7 +26,7 @@ from station.errors import StationError
 
 log = logs.get("audit")
 
-ACTIONS = ("open", "play", "export", "qc")
+ACTIONS = ("open", "play", "export", "export-failed", "qc")
 AUDIT_FOLDER = "review"
 
 

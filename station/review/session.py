@@ -329,9 +329,14 @@ class ReviewSession:
 
             ns = argparse.Namespace(session_id=self.session_id, identity=[str(p) for p in identity_paths],
                                     out=str(out_dir), reason=reason, reviewer=self.audit.reviewer,
-                                    allow_damaged=False, trust=list(self.trusted), no_concat=False,
+                                    allow_damaged=False, trust=self.trusted, no_concat=False,
                                     review_source=self.source)
-            result: dict[str, Any] = export_cmd.run(ns, ctx)
+            try:
+                result: dict[str, Any] = export_cmd.run(ns, ctx)
+            except Exception as exc:  # the "export" record said it was attempted: say it failed
+                self.audit.record("export-failed", self.session_id, reason, out=str(out_dir),
+                                  error=f"{type(exc).__name__}: {exc}")
+                raise
             return result
         if self.report is None:
             self.verify()
