@@ -167,7 +167,9 @@ SCHEMA: tuple[Key, ...] = (
     # --- storage ----------------------------------------------------------------------------
     Key("storage.kind", str, "local", "Central storage: a local folder (embedded default) or "
         "S3-compatible object storage.", choices=("local", "s3")),
-    Key("storage.local_dir", str, "", "Folder of the local store; empty: <data dir>/store."),
+    Key("storage.local_dir", str, "", "Folder of the local store; empty: <data dir>/store. A folder "
+        "named here must exist (a mounted share; `station policy init` creates it): a missing one "
+        "is never created, uploads wait and the spool is kept."),
     Key("storage.s3_endpoint", str, "", "S3 endpoint URL, e.g. https://s3.example:8333; empty: AWS.",
         pattern=r"|https?://[^\s]+"),
     Key("storage.s3_region", str, "us-east-1", "S3 region (SigV4 signs with it)."),

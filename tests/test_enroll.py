@@ -37,6 +37,7 @@ def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict, str
 
 @pytest.fixture
 def local_policy(tmp_path: Path) -> Path:
+    (tmp_path / "central").mkdir()  # a store the policy names must exist (the mounted share)
     return _policy(tmp_path, kind="local", local_dir=str(tmp_path / "central"))
 
 
@@ -94,7 +95,7 @@ def test_bad_enrol_file_changes_nothing_and_keeps_the_file(
     assert enrol.read_text() == content
     secrets = SecretStore(keyring_service)
     assert secrets.get(STORAGE_ACCESS_KEY) is None and secrets.get(SIGNING_KEY) is None
-    assert not (tmp_path / "central").exists()
+    assert list((tmp_path / "central").iterdir()) == []  # nothing registered in the store
 
 
 def test_missing_enrol_file_is_a_clear_error(tmp_path: Path, station_home: Path, keyring_service: str,

@@ -111,6 +111,7 @@ def test_deb_installs_runs_smoke_test_and_removal_keeps_unuploaded_recordings(
 
     user_home = tmp_path / "agent-home"          # an agent's data dir (STATION_HOME)
     store = tmp_path / "central"
+    store.mkdir()                                # the site's store (a mounted share) exists
     recipient = new_recipient_pair(tmp_path / "archive")["public_key"]
     site_policy = tmp_path / "site-policy.toml"
     site_policy.write_text(f'[station]\nid = "deb-seat"\n[storage]\nkind = "local"\nlocal_dir = "{store}"\n'

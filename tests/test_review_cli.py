@@ -79,6 +79,7 @@ def test_sessions_without_remote_lists_the_spool_and_rejects_review_filters(
 
 def test_sessions_remote_with_an_unknown_sort_column_fails_cleanly(station_home: Path, tmp_path: Path,
                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "c").mkdir()
     (station_home / "policy.toml").write_text(f'[storage]\nkind = "local"\nlocal_dir = "{tmp_path / "c"}"\n')
     code, res = _cli(capsys, "sessions", "--remote", "--json", "--policy", str(station_home / "policy.toml"),
                      "--sort", "customer")

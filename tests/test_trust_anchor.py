@@ -238,6 +238,7 @@ def test_an_enrolled_site_keeps_working_after_the_migration_steps(
     the fingerprint the seat prints (`station keys show`), they verify intact again, with no
     step on the seat."""
     central = tmp_path / "central"
+    central.mkdir()
     seat_policy = _policy(tmp_path / "seat.toml", [], kind="local", local_dir=str(central))
     seat_policy.write_text(seat_policy.read_text().replace('id = "reviewer-pc"', 'id = "seat-9"'))
     assert cli.main(["enroll", "--policy", str(seat_policy)]) == 0        # the old enrolment

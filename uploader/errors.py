@@ -20,6 +20,12 @@ class StorageUnavailable(StorageError, ConnectionError):
     """storage unreachable or failing, will retry: {}"""
 
 
+class LocalStoreMissing(StorageUnavailable):
+    """local store {} does not exist (an unmounted share?): nothing was written and the spool is
+    kept; mount or create it (`station policy init --store local:DIR` creates it), or fix
+    storage.local_dir"""
+
+
 class StorageAuthError(StorageError, PermissionError):
     """storage rejected the credentials ({}): check the keyring entries (station keys storage-set)"""
 

@@ -42,6 +42,7 @@ from station import logs
 from station.secrets import STORAGE_ACCESS_KEY, STORAGE_SECRET_KEY
 from uploader.bandwidth import LimitedStream, TokenBucket, register_transfer_signals
 from uploader.errors import (
+    LocalStoreMissing,
     ObjectConflict,
     ObjectLockRefused,
     ObjectMissing,
@@ -248,15 +249,26 @@ class LocalFolderStore(Store):
     kind = "local"
     SIDECAR = ".sha256"
 
-    def __init__(self, root: Path, prefix: str = "") -> None:
+    def __init__(self, root: Path, prefix: str = "", *, create: bool = True) -> None:
+        """``create=False`` (a folder the policy names): the folder must exist, or every call
+        fails softly with :class:`LocalStoreMissing` (retried): an unmounted share is never
+        replaced by a folder on the seat's own disk that then "verifies" and gets the spool
+        purged."""
         self.root = Path(root).absolute()
         self.prefix = prefix.strip("/")
-        self.root.mkdir(parents=True, exist_ok=True)
+        self._create = create
+        if create:
+            self.root.mkdir(parents=True, exist_ok=True)
+
+    def _require_root(self) -> None:
+        if not self._create and not self.root.is_dir():
+            raise LocalStoreMissing(str(self.root))
 
     def describe(self) -> str:
         return f"local folder {self.root}"
 
     def _path(self, key: str) -> Path:
+        self._require_root()
         parts = key.split("/")
         if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) \
                 or parts[-1].endswith(self.SIDECAR) or parts[-1].startswith(".tmp-"):
@@ -336,6 +348,7 @@ class LocalFolderStore(Store):
             raise ObjectMissing(key) from None
 
     def list(self, prefix: str = "") -> list[ObjectInfo]:
+        self._require_root()
         out = []
         for dirpath, _dirs, files in os.walk(self.root):
             for name in files:
@@ -792,9 +805,10 @@ def open_store(policy: Any, secrets: Any, data_dir: Path, *,
                limiter: TokenBucket | None = None) -> Store:
     """The store the policy names: local folder (``storage.local_dir`` or ``<data>/store``) or S3
     with credentials from the keyring."""
-    if policy.storage.kind == "local":
-        return LocalFolderStore(Path(policy.storage.local_dir) if policy.storage.local_dir
-                                else Path(data_dir) / "store")
+    if policy.storage.kind == "local":  # a folder the policy names must exist (a mounted share)
+        if policy.storage.local_dir:
+            return LocalFolderStore(Path(policy.storage.local_dir), create=False)
+        return LocalFolderStore(Path(data_dir) / "store")
     hint = "set it with: station keys storage-set"
     access = secrets.require(STORAGE_ACCESS_KEY, hint)
     secret = secrets.require(STORAGE_SECRET_KEY, hint)

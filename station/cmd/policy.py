@@ -83,7 +83,10 @@ def store_keys(url: str, endpoint: str | None, region: str | None) -> dict[str, 
 
 def run(args: argparse.Namespace, ctx: Context) -> Any:
     if args.action == "init":
-        text = policy.render(init_overrides(args))
+        values = init_overrides(args)
+        text = policy.render(values)
+        if values.get("storage.local_dir"):  # the store the policy names must exist: create it now
+            Path(values["storage.local_dir"]).mkdir(parents=True, exist_ok=True, mode=0o700)
         if args.out:
             out = Path(args.out)
             if out.exists() and not args.force:

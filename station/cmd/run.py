@@ -53,6 +53,7 @@ def demo_setup(ctx: Context) -> dict[str, Any]:
                               "storage.local_dir": str(demo / "store")})
         pol_path.write_text("# DEMO ONLY - created by `station run --demo`; the archive private key "
                             "is in this folder.\n" + text, encoding="utf-8")
+    (demo / "store").mkdir(parents=True, exist_ok=True, mode=0o700)  # the demo's "central" store
     if ctx.policy_path is None:
         ctx.policy_path = pol_path
         ctx.__dict__.pop("policy", None)
