@@ -251,3 +251,37 @@ def test_review_window_export_works_for_an_approved_station_and_audits_a_failure
         rs.export(tmp_path / "busy", "complaint 9", ctx=ctx, identity_paths=[keyfile])
     actions = [r["action"] for r in audit.records(d.name)]
     assert actions == ["open", "export", "export", "export-failed"], actions
+
+
+def test_a_failed_export_leaves_no_unlisted_plaintext(
+        seat: Path, station_home: Path, tmp_path: Path) -> None:
+    """Segment 2's media sealed for another recipient: verify (keyless) passes, decryption fails
+    mid-export. The partly written file is removed; the audit record lists what remains."""
+    import nacl.public
+
+    from station.crypto.sealed import SealedWriter
+    from station.logs import AuditLog
+
+    d = station_home / "spool" / SID
+    media = d / "seg-000002.media.drseg"
+    sk = load_signing_key()
+    assert sk is not None
+    other = nacl.public.PrivateKey.generate().public_key
+    tmp = tmp_path / "other.drseg"
+    with SealedWriter(tmp, [other], {"station": "st-x", "session": SID, "seq": 2, "kind": "media"}) as w:
+        w.write(b"\x00" * 5000)
+    media.unlink()
+    media.write_bytes(tmp.read_bytes())
+    from tests.vectors.make_vectors import _file_entry, _rechain
+
+    _rechain(d, sk, {2: lambda m: m["files"].update(media=_file_entry(
+        d, "seg-000002.media.drseg", m["files"]["media"]))})
+    out = tmp_path / "out"
+    rc = main(["export", SID, "--identity", str(seat), "--out", str(out), "--reason", "r"])
+    assert rc == 1
+    failed = [r for r in AuditLog(station_home / "audit" / "audit.log").records()
+              if r["event"] == "export-failed"]
+    assert len(failed) == 1
+    left = sorted(p.name for p in out.iterdir())
+    assert left == sorted(failed[0]["written"]) and "seg-000002.mkv" not in left, (left, failed)
+    assert "seg-000002.mkv" in failed[0]["removed"]

@@ -173,8 +173,15 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
                 .encode("utf-8"))
         written.append("verify.json")
     except (SealError, OSError) as exc:
+        # plaintext of the part that failed is not left behind unlisted: remove every file the
+        # export did not finish, and say which finished files remain
+        removed = []
+        for f in sorted(out_dir.iterdir()) if out_dir.is_dir() else []:
+            if f.name not in written and f.is_file():
+                f.unlink()
+                removed.append(f.name)
         ctx.audit.append("export-failed", session=args.session_id, reviewer=reviewer,
-                         error=str(exc), written=written)
+                         error=str(exc), written=written, removed=removed)
         raise
     ctx.audit.append("export-completed", session=args.session_id, reviewer=reviewer,
                      files=written)
