@@ -48,3 +48,27 @@ def test_policy_init_creates_the_local_store_it_names(tmp_path: Path) -> None:
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert store.is_dir() and str(store) in (tmp_path / "policy.toml").read_text()
+
+
+def test_a_damaged_upload_journal_is_kept_aside_and_uploads_go_on(
+        tmp_path: Path, keyring_service: str) -> None:
+    """Garbage in journal.sqlite used to end `station upload` with a traceback (issue 17, item 7):
+    it is moved aside for a human, a new journal re-scans the spool, everything uploads, and the
+    objects an earlier journal had already stored are found equal (no conflict)."""
+    st = make_station(tmp_path / "seat", **{"capture.segment_seconds": 2})
+    for _ in range(2):
+        r = _station(st, "record", "--fake-devices", "--duration", "2", "--json")
+        assert r.returncode == 0, r.stderr[-2000:]
+    r = _station(st, "upload", "--drain", "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    r = _station(st, "record", "--fake-devices", "--duration", "2", "--json")
+    sid = json.loads(r.stdout)["session_id"]
+    journal = st.home / "journal.sqlite"
+    journal.write_bytes(b"this is not an SQLite database" * 100)
+    r = _station(st, "upload", "--drain", "--json")
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "is damaged" in r.stderr
+    assert [p.name.startswith("journal.sqlite.damaged-") for p in st.home.glob("journal.sqlite.*")
+            if "damaged" in p.name] == [True]
+    assert not (st.home / "spool" / sid).exists()
+    assert _station(st, "verify", "--json", sid).returncode == 0

@@ -25,7 +25,9 @@ the file already being gone. (``FULL`` cost an fsync per part.)
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -35,7 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from station import logs
 from uploader.errors import JournalConflict
+
+log = logs.get("upload")
 
 SEALED, QUEUED, UPLOADING, COMPLETED, VERIFIED, PURGED, FAILED = (
     "SEALED", "QUEUED", "UPLOADING", "COMPLETED", "VERIFIED", "PURGED", "FAILED")
@@ -135,6 +140,27 @@ class Journal:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._wall = wall
         self._lock = threading.RLock()
+        self.moved_aside: Path | None = None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            # a damaged journal (disk error, garbage) never stops uploads: it is kept for a human,
+            # and a new one re-scans the spool; objects already stored are found equal and kept
+            if str(self.path) == ":memory:":
+                raise
+            with contextlib.suppress(Exception):
+                self._db.close()
+            self.moved_aside = self.path.with_name(
+                f"{self.path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+            os.replace(self.path, self.moved_aside)
+            for side in ("-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.replace(f"{self.path}{side}", f"{self.moved_aside}{side}")
+            log.error("upload journal %s is damaged (%s): kept as %s, a new one re-scans the spool",
+                      self.path, exc, self.moved_aside.name)
+            self._open()
+
+    def _open(self) -> None:
         self._db = sqlite3.connect(str(self.path), timeout=30, isolation_level=None,
                                    check_same_thread=False)
         self._db.row_factory = sqlite3.Row
