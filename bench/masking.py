@@ -1,6 +1,7 @@
 """Masking benchmark.
 
-Corpus mode (default): masks every screen of ../shared/masking-corpus with the still-image path
+Corpus mode (default): masks every screen of the corpus (``--corpus DIR``; default the 8 screens
+committed in tests/data/masking-corpus, one per layout plus two clipped-row cases) with the still-image path
 (``station mask-image``'s code) and prints PII items fully hidden (hidden = every ink pixel of
 the item, from the 16-bit label map, lies in a masked region), decoys wrongly masked (any ink
 pixel masked) and time per frame.
@@ -24,7 +25,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-CORPUS = ROOT.parent / "shared" / "masking-corpus"
+CORPUS = ROOT / "tests" / "data" / "masking-corpus"  # a subset of the 30-screen development corpus
 
 
 def region_mask(shape: tuple[int, int], regions) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -69,9 +70,9 @@ def score_screen(path: Path, engine_name: str = "onnx") -> dict:  # type: ignore
 def corpus(args: argparse.Namespace) -> int:
     from recorder.masking.ocr import get_engine
 
-    screens = sorted(CORPUS.glob("screen_??.png"))
+    screens = sorted(Path(args.corpus).glob("screen_??.png"))
     if not screens:
-        print(f"no corpus at {CORPUS}", file=sys.stderr)
+        print(f"no corpus at {args.corpus}", file=sys.stderr)
         return 2
     if args.limit:
         screens = screens[:args.limit]
@@ -166,6 +167,8 @@ def main() -> int:
     ap.add_argument("--live", action="store_true", help="real-time run on the X display")
     ap.add_argument("--engine", default="onnx", choices=("onnx", "tesseract"))
     ap.add_argument("--limit", type=int, default=0, help="corpus: only the first N screens")
+    ap.add_argument("--corpus", default=str(CORPUS), help="corpus folder (screen_NN.png, .json, "
+                    "_labels.png); default: the subset committed in tests/data")
     ap.add_argument("--seconds", type=float, default=20.0, help="live: length of the sequence")
     ap.add_argument("--check", action="store_true", help="live: OCR every distinct frame with Tesseract")
     ap.add_argument("-v", "--verbose", action="store_true", help="list leaks and masked decoys")

@@ -17,13 +17,13 @@ from recorder.masking.lines import Box
 from recorder.masking.ocr import Reading
 from station import cli
 
-CORPUS = Path(__file__).resolve().parents[1].parent / "shared" / "masking-corpus"
+CORPUS = Path(__file__).resolve().parent / "data" / "masking-corpus"  # committed subset
 SIX_LAYOUTS = ["screen_00", "screen_01", "screen_02", "screen_03", "screen_04", "screen_05"]
 
 
 def corpus_screen(name: str) -> tuple[Path, dict, np.ndarray]:  # type: ignore[type-arg]
     png = CORPUS / f"{name}.png"
-    assert png.exists(), f"development corpus missing: expected {CORPUS} beside the repository"
+    assert png.exists(), f"corpus screen missing: {png}"
     meta = json.loads(png.with_suffix(".json").read_text("utf-8"))
     labels = cv2.imread(str(CORPUS / f"{name}_labels.png"), cv2.IMREAD_UNCHANGED)
     return png, meta, labels
