@@ -38,6 +38,7 @@ from station import logs
 from station.crypto import keys
 from station.crypto.manifest import check_signature, sign
 from station.crypto.sealed import canonical_json
+from station.crypto.verify import trust_entry
 from station.errors import StationError
 
 if TYPE_CHECKING:
@@ -317,7 +318,7 @@ class SiteTrust:
         reasons: dict[str, str] = dict(self.suspect_keys)  # a forged object says the most
         revoked_keys = {k: r for st in self.stations.values() for k, r in st.revoked.items()}
         # the authority's revocation also withdraws a key the reviewer pinned
-        entries = [e for e in pinned if _key_of(e) not in revoked_keys]
+        entries = [e for e in pinned if trust_entry(e)[1] not in revoked_keys]
         for sid, st in sorted(self.stations.items()):
             for public in sorted(st.approved):
                 if public not in revoked_keys:
@@ -345,12 +346,6 @@ class SiteTrust:
                                f"revoked by the site authority on {rev.get('revoked_utc')}: "
                                f"{rev.get('reason')}")
         return TrustedKeys(entries, reasons=reasons, problems=list(self.problems))
-
-
-def _key_of(entry: str) -> str:
-    """The key of a trust entry: ``ed25519:KEY`` or ``STATION=ed25519:KEY``."""
-    _, sep, rest = entry.strip().partition("=ed25519:")
-    return "ed25519:" + rest if sep else entry.strip()
 
 
 def _named_key(data: bytes) -> str | None:
@@ -442,7 +437,7 @@ def apply_revoked(trusted: Any, revoked: Iterable[str]) -> Any:
     gone = {r.strip() for r in revoked}
     if not gone:
         return trusted
-    keep = [e for e in trusted if _key_of(e) not in gone]
+    keep = [e for e in trusted if trust_entry(e)[1] not in gone]
     out = type(trusted)(keep, reasons=trusted.reasons, problems=trusted.problems)
     for public in gone:
         out.reasons[public] = (f"key {keys.fingerprint(public)} is revoked by the policy "

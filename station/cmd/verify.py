@@ -29,6 +29,7 @@ from station.crypto.verify import (
     SessionSource,
     TrustedKeys,
     format_report,
+    trust_entry,
     verify_session,
 )
 from station.errors import StationError
@@ -131,8 +132,7 @@ def trusted_keys(args: argparse.Namespace, ctx: Context, storage: bool = True) -
             out.merge(fn(ctx))
     extra = getattr(args, "trust", None) or []
     for t in extra:  # a key, or STATION=KEY as the review side holds them
-        _, sep, key = t.strip().rpartition("=ed25519:")
-        keys.parse_station("ed25519:" + key if sep else t)
+        keys.parse_station(trust_entry(t)[1])
         out.merge([t.strip()])
     for k, v in getattr(extra, "reasons", {}).items():  # a TrustedKeys passed on keeps its reasons
         out.reasons.setdefault(k, v)

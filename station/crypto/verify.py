@@ -135,18 +135,23 @@ def _trust(rep: _Report, seq: int | None, man: dict[str, Any], trusted: dict[str
                 f"enrolled for {', '.join(sorted(stations))}")
 
 
+def trust_entry(entry: str) -> tuple[str | None, str]:
+    """``(station or None, key)`` of a trust entry: ``ed25519:KEY`` (any station) or
+    ``STATION=ed25519:KEY`` (an approved key, for that station only)."""
+    station, sep, rest = entry.strip().partition("=ed25519:")
+    return (station, "ed25519:" + rest) if sep else (None, entry.strip())
+
+
 def _trust_table(trusted: Iterable[str]) -> dict[str, set[str] | None]:
     """``ed25519:KEY`` trusts the key for any station; ``STATION=ed25519:KEY`` (enrolled keys)
     trusts it only for manifests naming that station."""
     table: dict[str, set[str] | None] = {}
     for entry in trusted:
-        station, sep, rest = entry.strip().partition("=ed25519:")
-        key = "ed25519:" + rest if sep else station
-        if not sep:
+        station, key = trust_entry(entry)
+        if station is None:
             table[key] = None
         elif key not in table or table[key] is not None:
-            bound = table.get(key) or set()
-            table[key] = bound | {station}
+            table[key] = (table.get(key) or set()) | {station}
     return table
 
 
