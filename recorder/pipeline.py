@@ -13,8 +13,8 @@ ahead is trimmed, behind is filled with silence; a gap the device flags (overflo
 once; a jump beyond 2 s resets the anchor and is reported.
 
 Errors: a source's stashed exception is re-raised here (``DEVICE_LOST``), an encoder/container
-failure stops with ``ENCODER_ERROR``; the segment so far is sealed and closed either way and
-``on_stopped(code, error)`` is called from the consumer thread.
+failure stops with ``ENCODER_ERROR`` (``DISK_FULL`` for ENOSPC/EDQUOT); the segment so far is
+sealed and closed either way and ``on_stopped(code, error)`` is called from the consumer thread.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ from recorder.sources import OpLogSource, Source
 from recorder.watermark import Watermark
 from station import logs
 from station.clock import Clock
+from station.diskio import is_disk_full
 from station.errors import DeviceLost, StationError, StopCode
 
 log = logs.get("capture")
@@ -252,7 +253,7 @@ class Pipeline:
         except StationError as exc:
             code, error = exc.stop_code or StopCode.ENCODER_ERROR, exc
         except Exception as exc:
-            code, error = StopCode.ENCODER_ERROR, exc
+            code, error = self._failure_code(exc), exc
         if error is not None:
             log.error("recording stops (%s): %s", code, error)
         for src in self.sources.values():
@@ -270,7 +271,8 @@ class Pipeline:
         except StationError as exc:
             code, error = exc.stop_code or StopCode.ENCODER_ERROR, error or exc
         except Exception as exc:
-            code, error = StopCode.ENCODER_ERROR, error or exc
+            if error is None:
+                code, error = self._failure_code(exc), exc
         close = getattr(self.filter, "close", None)
         if callable(close):
             try:
@@ -281,6 +283,14 @@ class Pipeline:
         self.done.set()
         if self.on_stopped is not None:
             self.on_stopped(code, error)
+
+    def _failure_code(self, exc: BaseException) -> StopCode:
+        """``disk-full`` when a write failed for lack of space (ENOSPC/EDQUOT), whether the
+        error reached us directly or through the muxer; ``encoder-error`` otherwise."""
+        write_error = getattr(self.sealer, "write_error", lambda: None)()
+        if is_disk_full(exc) or is_disk_full(write_error):
+            return StopCode.DISK_FULL
+        return StopCode.ENCODER_ERROR
 
     def _collect(self) -> None:
         for name, q in self.queues.items():

@@ -57,7 +57,7 @@ class DeviceLost(StationError, ConnectionError):
 
 
 class DiskFull(StationError, OSError):
-    """not enough disk space in {!r}: {} MiB free, {} MiB required"""
+    """disk full: {2} (data folder {0})"""
 
     stop_code = StopCode.DISK_FULL
 

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from station.clock import utc_now_iso
+from station.diskio import append_whole
 
 CATEGORIES = ("capture", "mask", "seal", "upload", "review", "api", "ui", "policy", "session", "audit")
 GENESIS = "0" * 64
@@ -104,7 +105,7 @@ class AuditLog:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
             try:
-                os.write(fd, (line + "\n").encode("utf-8"))
+                append_whole(fd, (line + "\n").encode("utf-8"))  # a full disk: no torn line
                 os.fsync(fd)
             finally:
                 os.close(fd)

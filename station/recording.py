@@ -27,6 +27,7 @@ from typing import Any
 from station import logs
 from station.clock import Clock
 from station.context import Context
+from station.diskio import is_disk_full
 from station.errors import DeviceLost, DiskFull, StationError, StopCode, UsageError
 
 log = logs.get("session")
@@ -169,6 +170,7 @@ class RecordingSession:
         from recorder.watermark import Watermark
         from station.crypto import SessionSealer
         from station.crypto.keys import require_signing_key
+        from station.crypto.session import RESERVE_BYTES
 
         with self._lock:
             if self.state != "idle":
@@ -207,8 +209,17 @@ class RecordingSession:
                 # manifests are stored in clear in central storage: only the salted hash that links
                 # sessions of one customer goes there; the masked forms stay in the sealed op log
                 meta["customer"] = {"hash": cust.get("hash", "")}
-            self.sealer = SessionSealer(self.session_dir, self.session_id, self.ctx.station_id,
-                                        recipients, signing_key, meta)
+            try:  # first thing on disk: the space to close the session out if the disk fills
+                self.sealer = SessionSealer(self.session_dir, self.session_id, self.ctx.station_id,
+                                            recipients, signing_key, meta,
+                                            reserve_bytes=RESERVE_BYTES)
+            except OSError as exc:
+                for s in opened:
+                    s.stop()
+                if is_disk_full(exc):
+                    raise DiskFull(str(self.ctx.spool_dir), self._free_mb,
+                                   "no space left on the device; free some space or ask IT") from None
+                raise
             screen_spec = VideoSpec(cap.screen_width, cap.screen_height, cap.screen_fps, cap.screen_crf,
                                     cap.video_preset, cap.keyframe_interval_s)
             camera_spec = VideoSpec(cap.camera_width, cap.camera_height, cap.camera_fps, cap.camera_crf,

@@ -26,6 +26,7 @@ after its tag verified.
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hashlib
 import io
@@ -227,6 +228,7 @@ class SealedWriter:
                 self._synced_bytes = self.bytes_written
         except BaseException:
             self._fh.close()
+            self.path.unlink(missing_ok=True)  # its header never got whole onto the disk
             raise
 
     def _emit(self, data: bytes) -> None:
@@ -240,12 +242,15 @@ class SealedWriter:
                 n = self._fh.write(mv[off:])
                 if not n:
                     raise OSError(errno.EIO, "short write", str(self.path))
-                self._hash.update(mv[off: off + n])
-                self.bytes_written += n
                 off += n
         except OSError as exc:
             self.failed = exc
+            if off:  # never leave a torn message: the file ends at its last whole one
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fh.fileno(), self.bytes_written)
             raise
+        self._hash.update(mv)
+        self.bytes_written += len(mv)
 
     def _push(self, plaintext: bytes, ad: bytes | None, final: bool, lead: bytes = b"") -> None:
         """Encrypt one message and write it (after ``lead``: the prefix, for message 0)."""

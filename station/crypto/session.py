@@ -44,11 +44,16 @@ from station.crypto.manifest import (
     write_manifest,
 )
 from station.crypto.sealed import KINDS, SealedWriter, SealError, b64, canonical_json, scan_frames, unb64
+from station.diskio import Reserve, append_whole, is_disk_full
 from station.errors import StopCode
 
 log = logs.get("seal")
 SESSION_MANIFEST = "session.json"
 CHECKPOINTS = "checkpoints.log"
+# space held from the start of a recording until it is closed out: on a full disk it is given
+# back so the last manifests and session.json still fit (docs/format.md 6)
+RESERVE = ".reserve"
+RESERVE_BYTES = 512 * 1024
 SEG_RE = re.compile(r"seg-(\d{6})\.(media|oplog|masklog)\.drseg")
 MANIFEST_RE = re.compile(r"seg-(\d{6})\.manifest\.json")
 END_REASONS = tuple(str(c) for c in StopCode)
@@ -64,6 +69,21 @@ def manifest_name(seq: int) -> str:
 
 class SessionBusy(SealError):
     """session folder {} is in use by another sealer"""
+
+
+def _new_session_reserve(session_dir: Path, nbytes: int) -> Reserve:
+    """Create the session folder with its reserve; on failure remove what was made."""
+    made = not session_dir.exists()
+    session_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        return Reserve(session_dir / RESERVE, nbytes)
+    except OSError:
+        if made:
+            try:
+                session_dir.rmdir()
+            except OSError:
+                pass
+        raise
 
 
 def _lock_dir(path: Path, blocking: bool) -> int | None:
@@ -121,7 +141,7 @@ class Checkpoints:
             rec = {"n": self._n, "prev": self._prev, "session": self._session, **body}
             rec["sig"] = b64(self._key.sign(canonical_json(rec)).signature)
             raw = canonical_json(rec)
-            os.write(self._fd, raw + b"\n")
+            append_whole(self._fd, raw + b"\n")  # never a torn line, even on a full disk
             if self._fsync:  # before the data it vouches for: power loss keeps the order too
                 os.fsync(self._fd)
             self._n, self._prev = self._n + 1, hashlib.sha256(raw).hexdigest()
@@ -202,9 +222,15 @@ class SessionSealer:
                  station_id: str, recipients: Iterable[Any],
                  signing_key: nacl.signing.SigningKey | bytes,
                  meta: Mapping[str, Any] | None = None, *, fsync_on_flush: bool = True,
-                 checkpoints: bool = True) -> None:
+                 checkpoints: bool = True, reserve_bytes: int = 0) -> None:
+        """``reserve_bytes``: for a new recording, hold that much disk for closing it out; if
+        the disk has not that much, raise OSError (ENOSPC) and leave nothing behind."""
         self.dir = Path(session_dir)
-        self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._reserve: Reserve | None = None
+        if reserve_bytes:
+            self._reserve = _new_session_reserve(self.dir, reserve_bytes)
+        else:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.session_id = session_id
         self.station_id = station_id
         self.recipients = list(recipients)
@@ -279,14 +305,23 @@ class SessionSealer:
         writers = self._open.pop(seq, {})
         files: dict[str, Any] = {}
         truncated: dict[str, Any] = {}
+        if any(is_disk_full(w.failed) for w in writers.values()):
+            self._give_back_reserve()  # the FINAL messages and the manifest need a little space
         for kind, w in sorted(writers.items()):
             w.close()
+            if w.messages == 0:  # its header never reached the disk (e.g. disk full): no file
+                w.path.unlink(missing_ok=True)
+                log.warning("segment %s/%06d %s: nothing written (%s)", self.session_id, seq,
+                            kind, w.failed)
+                continue
             files[kind] = {"name": w.path.name, "sha256": w.sha256, "size": w.bytes_written,
                            "messages": w.messages, "final": w.failed is None}
             if w.failed is not None:  # e.g. disk full: the file ends at its last whole message
                 truncated[kind] = {"at_message": w.messages, "note": f"truncated at message "
                                    f"{w.messages} (write failed: {w.failed.strerror or w.failed})"}
         started_utc, started_ns = self._times.pop(seq, (utc_now_iso(), time.monotonic_ns()))
+        if not files:  # opened, but not one of its files got onto the disk: no segment
+            return {}
         return self._append(seq, files, started_utc=started_utc, started_ns=started_ns,
                             ended_utc=utc_now_iso(), ended_ns=time.monotonic_ns(),
                             stats=dict(stats or {}), truncated=truncated or None)
@@ -303,7 +338,7 @@ class SessionSealer:
             "truncated": truncated, "meta": self.meta, "prev": self.last_hash,
         }
         man = sign(body, self._key)
-        write_manifest(self.dir / manifest_name(seq), man)
+        self._with_space(lambda: write_manifest(self.dir / manifest_name(seq), man))
         self.last_seq, self.last_hash, self.segments = seq, manifest_hash(man), seq
         if truncated:
             self.truncated.append(seq)
@@ -331,19 +366,47 @@ class SessionSealer:
         if recovery is not None:
             body["recovery"] = dict(recovery)
         man = sign(body, self._key)
-        write_manifest(self.dir / SESSION_MANIFEST, man)
+        self._with_space(lambda: write_manifest(self.dir / SESSION_MANIFEST, man))
         if self.checkpoints is not None:  # after session.json: a crash in between loses nothing,
             # and session.json deleted later is then detectable (recovery-session-finished)
-            self.checkpoints.write({"t": "finished", "segments": self.segments,
-                                    "last_hash": self.last_hash, "end_reason": str(end_reason),
-                                    "utc": utc_now_iso()})
+            ckpts = self.checkpoints
+            self._with_space(lambda: ckpts.write({
+                "t": "finished", "segments": self.segments, "last_hash": self.last_hash,
+                "end_reason": str(end_reason), "utc": utc_now_iso()}))
         self.finished = man
+        self._give_back_reserve()
+        (self.dir / RESERVE).unlink(missing_ok=True)  # one a crashed recording left
         self._release()
         return man
 
     def abandon(self) -> None:
         """Drop the lock without finishing (tests, or a process about to exit uncleanly)."""
         self._release()
+
+    def write_error(self) -> OSError | None:
+        """The first write error of an open sealed file (the recorder's stop code reads it)."""
+        with self._lock:
+            for writers in self._open.values():
+                for w in writers.values():
+                    if w.failed is not None:
+                        return w.failed
+        return None
+
+    def _give_back_reserve(self) -> bool:
+        if self._reserve is not None and self._reserve.release():
+            log.warning("session %s: disk full, closing it out from the space reserved at start",
+                        self.session_id)
+            return True
+        return False
+
+    def _with_space(self, write: Any) -> None:
+        """Run ``write``; if the disk is full, give back the reserve and try once more."""
+        try:
+            write()
+        except OSError as exc:
+            if not is_disk_full(exc) or not self._give_back_reserve():
+                raise
+            write()
 
     def _release(self) -> None:
         if self.checkpoints is not None:
