@@ -205,7 +205,7 @@ class LocalApi:
         try:
             n = int(req.headers.get("Content-Length") or 0)
         except ValueError:
-            n = 0
+            n = -1
         if 0 < n <= MAX_BODY_BYTES:
             req.rfile.read(n)
         elif n:
@@ -221,8 +221,10 @@ class LocalApi:
         try:
             n = int(raw_len)
         except ValueError:
+            n = -1
+        if n < 0:  # a negative length is not "no body": refuse, never act on a default
             req.close_connection = True
-            raise ApiError(400, "bad Content-Length") from None
+            raise ApiError(400, f"bad Content-Length {raw_len[:20]!r}")
         if n > MAX_BODY_BYTES:
             req.close_connection = True
             raise ApiError(413, f"body larger than {MAX_BODY_BYTES} bytes")
@@ -236,6 +238,8 @@ class LocalApi:
         except json.JSONDecodeError as exc:
             raise ApiError(400, f"body is not valid JSON: {exc.msg} at line {exc.lineno} "
                                 f"column {exc.colno}") from None
+        except RecursionError:
+            raise ApiError(400, "body is nested too deeply") from None
         if not isinstance(body, dict):
             raise ApiError(400, "body must be a JSON object")
         return body

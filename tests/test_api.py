@@ -97,6 +97,35 @@ def test_malformed_bodies_get_400_with_a_message_and_start_nothing(api, raw, mes
     assert api.made == [] and api.flow.state == "idle"
 
 
+def raw_request(api, head: str, body: bytes = b"") -> tuple[int, dict]:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", api.port), timeout=5) as s:
+        s.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, json.loads(data.split(b"\r\n\r\n", 1)[1] or b"null")
+
+
+@pytest.mark.parametrize("length", ["-5", "-1", " -0x10", "+-3"])
+def test_a_negative_or_odd_content_length_is_400_and_starts_nothing(api, length):
+    head = (f"POST /sessions HTTP/1.1\nHost: x\nAuthorization: Bearer {api.token}\n"
+            f"Content-Length: {length}\nConnection: close\n")
+    status, out = raw_request(api, head, b'{"business_ref": "x"}')
+    assert status == 400 and "Content-Length" in out["error"], out
+    assert api.made == [] and api.flow.state == "idle"
+
+
+def test_deeply_nested_json_is_400_not_500(api):
+    body = b'{"customer": ' + b"[" * 8000 + b"]" * 8000 + b"}"  # within the 16 KiB limit
+    status, out = call(api, "POST", "/sessions", raw=body)
+    assert status == 400 and "nested" in out["error"], out
+    assert api.made == [] and api.flow.state == "idle"
+    assert call(api, "GET", "/status")[0] == 200  # the server is still there
+
+
 def test_wrong_state_unknown_path_and_wrong_session_get_their_own_status(api):
     assert call(api, "POST", "/sessions/current/pause", {"reason": "x"})[0] == 409
     assert call(api, "GET", "/nope")[0] == 404
