@@ -171,6 +171,13 @@ def check_backlog(ctx: Context) -> Check:
     except Exception as exc:
         return Check("upload_backlog", FAIL, f"cannot read the upload journal: {_short(exc)}")
     age = b.get("oldest_age_s") or 0
+    quarantined = b.get("quarantined") or []
+    if quarantined:
+        listed = "; ".join(f"{q['session_id']}: {q['reason']}" for q in quarantined[:3])
+        more = f"; and {len(quarantined) - 3} more" if len(quarantined) > 3 else ""
+        return Check("upload_backlog", WARN, f"{len(quarantined)} session(s) quarantined, not uploaded until "
+                     f"their files match their manifest again (files kept): {listed}{more}; "
+                     f"{b['count']} pending", b)
     if b.get("last_error"):
         return Check("upload_backlog", WARN, f"{b['count']} pending; last error: {b['last_error']}", b)
     if age > 24 * 3600:

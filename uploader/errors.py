@@ -69,9 +69,16 @@ class ObjectLockRefused(StorageError, PermissionError):
 
 
 class SpoolCorrupt(StationError, ValueError):
-    """spool file {!r} does not match its manifest: {}"""
+    """spool file {!r} does not match its manifest: {}
+
+    The uploader quarantines the file's session (the other sessions go on) until its files match
+    the manifest again."""
 
     hard = True
+
+
+class ManifestChanged(SpoolCorrupt):
+    """spool manifest {!r} changed after its files were checked against it: {}"""
 
 
 class JournalConflict(StationError, RuntimeError):

@@ -15,6 +15,13 @@
 * ``PURGED``: the local file was deleted (only ever after VERIFIED).
 * ``FAILED``: the last attempt failed; ``resume`` is the state to go back to at ``retry_at``.
 
+A spool session whose files do not match its manifest is **quarantined** (table ``quarantine``:
+session, reason, file, since, and a fingerprint of the session folder): the uploader leaves its
+entries alone and uploads the other sessions; once the files match the manifest again the
+quarantine is lifted and its entries go on from where they were. A quarantined session's hashed
+but unsent entries go back ``QUEUED -> SEALED`` to be hashed again (the repair may have changed
+the file).
+
 Every transition is one transaction guarded by the expected current state (``UPDATE ... WHERE
 state = ?``), so two processes or threads can never both move the same entry. The database runs
 in WAL mode with ``synchronous=NORMAL``: a killed process loses no committed transition; a power
@@ -50,7 +57,7 @@ PENDING = (SEALED, QUEUED, UPLOADING, COMPLETED, FAILED)  # not yet safely in st
 # allowed moves (FAILED is reachable from every state but PURGED, and leads back to its resume)
 TRANSITIONS: dict[str, tuple[str, ...]] = {
     SEALED: (QUEUED,),
-    QUEUED: (UPLOADING, COMPLETED),
+    QUEUED: (UPLOADING, COMPLETED, SEALED),     # SEALED: hash again (its session was quarantined)
     UPLOADING: (UPLOADING, COMPLETED, QUEUED),   # QUEUED: the server forgot the upload id
     COMPLETED: (VERIFIED, QUEUED),               # QUEUED: HEAD found nothing (never completed)
     VERIFIED: (PURGED,),
@@ -60,7 +67,7 @@ TRANSITIONS: dict[str, tuple[str, ...]] = {
 
 FAILABLE = (SEALED, QUEUED, UPLOADING, COMPLETED, FAILED)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the quarantine table (created in place on an existing journal)
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     key         TEXT PRIMARY KEY,   -- object key in the store
@@ -89,6 +96,13 @@ CREATE TABLE IF NOT EXISTS objects (
 CREATE INDEX IF NOT EXISTS objects_state ON objects(state);
 CREATE INDEX IF NOT EXISTS objects_session ON objects(session_id);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS quarantine (
+    session_id  TEXT PRIMARY KEY,
+    reason      TEXT NOT NULL,      -- the spool file and how it differs from its manifest
+    file        TEXT,
+    since       REAL NOT NULL,
+    fingerprint TEXT                -- names, sizes and change times of the session folder's files
+);
 """
 
 
@@ -168,7 +182,8 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         with self._lock:
             self._db.executescript(_SCHEMA)
-        if self.get_meta("schema_version") is None:  # readers (backlog) do not write
+        version = self.get_meta("schema_version")
+        if version is None or int(version) < SCHEMA_VERSION:  # once: readers (backlog) then never write
             self.set_meta("schema_version", str(SCHEMA_VERSION))
 
     def close(self) -> None:
@@ -288,10 +303,56 @@ class Journal:
         """FAILED -> its resume state (keeps upload_id and parts: resume goes through ListParts)."""
         return self.transition(entry.key, FAILED, entry.resume or SEALED, retry_at=None, hard=False)
 
-    def retry_all_now(self) -> int:
-        """Make every FAILED entry due now (an operator asked for an upload)."""
+    def retry_all_now(self, session_id: str | None = None) -> int:
+        """Make every FAILED entry (of ``session_id``) due now (an operator asked for an upload)."""
+        sql, args = "UPDATE objects SET retry_at = 0 WHERE state = ?", [FAILED]
+        if session_id is not None:
+            sql += " AND session_id = ?"
+            args.append(session_id)
         with self._tx() as db:
-            return db.execute("UPDATE objects SET retry_at = 0 WHERE state = ?", (FAILED,)).rowcount
+            return db.execute(sql, args).rowcount
+
+    def expect(self, key: str, sha256: str | None, size: int | None) -> Entry:
+        """Take the expected SHA-256 and size of a not yet hashed (SEALED) entry from its manifest
+        again (the manifest was restored or replaced since the entry was journaled)."""
+        with self._tx() as db:
+            cur = db.execute("UPDATE objects SET expect_sha256 = ?, expect_size = ?, updated_at = ? "
+                             "WHERE key = ? AND state = ?", (sha256, size, self._wall(), key, SEALED))
+            row = db.execute("SELECT * FROM objects WHERE key = ?", (key,)).fetchone()
+            if cur.rowcount != 1:
+                raise JournalConflict(key, row["state"] if row else "absent", SEALED)
+        return Entry.from_row(row)
+
+    # --- quarantine ---------------------------------------------------------------------------
+    def quarantine(self, session_id: str, reason: str, *, file: str | None = None,
+                   fingerprint: str | None = None) -> bool:
+        """Quarantine a spool session; True if it was not quarantined before (a session already
+        quarantined keeps its ``since`` and takes the new reason and fingerprint)."""
+        with self._tx() as db:
+            cur = db.execute("INSERT OR IGNORE INTO quarantine(session_id, reason, file, since, fingerprint) "
+                             "VALUES(?,?,?,?,?)", (session_id, reason, file, self._wall(), fingerprint))
+            if cur.rowcount == 1:
+                return True
+            db.execute("UPDATE quarantine SET reason = ?, file = ?, fingerprint = ? WHERE session_id = ?",
+                       (reason, file, fingerprint, session_id))
+            return False
+
+    def lift_quarantine(self, session_id: str) -> bool:
+        """End a session's quarantine; False if it was not quarantined (e.g. another uploader
+        lifted it)."""
+        with self._tx() as db:
+            return db.execute("DELETE FROM quarantine WHERE session_id = ?", (session_id,)).rowcount == 1
+
+    def quarantined(self) -> list[dict[str, Any]]:
+        """Quarantined sessions, oldest first: ``session_id``, ``reason``, ``file``, ``since``,
+        ``fingerprint``."""
+        with self._lock:
+            rows = self._db.execute("SELECT * FROM quarantine ORDER BY since, session_id").fetchall()
+        return [dict(r) for r in rows]
+
+    def quarantined_ids(self) -> set[str]:
+        with self._lock:
+            return {r[0] for r in self._db.execute("SELECT session_id FROM quarantine").fetchall()}
 
     def counts(self) -> dict[str, int]:
         with self._lock:

@@ -17,18 +17,27 @@ One pass of the loop:
 Failures move an entry to ``FAILED`` with ``retry_at`` from :class:`~uploader.bandwidth.Backoff`
 (about 2 s x1.5 with jitter, capped at ``upload.retry_max_s``). Soft failures (network, 5xx,
 outage) are retried; hard ones (credentials, a different object under the key, Object Lock
-refusal, a corrupt spool file) stop ``drain`` and are retried only slowly in the background.
+refusal) stop ``drain`` and are retried only slowly in the background.
+
+A spool file that does not match its manifest (altered, truncated or missing; the manifest
+replaced or unreadable) **quarantines its session**: audited and logged once, shown in the backlog,
+never purged, its files left exactly where they are; every other session goes on. Each scan looks
+again at a quarantined session whose folder changed (``drain`` with ``retry_now``: at every one):
+the manifests are read again, the files not yet sent are hashed again, and a session that
+matches its manifest now leaves quarantine and uploads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
+import json
 import os
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +47,7 @@ from station import logs
 from station.crypto.session import CHECKPOINTS
 from uploader import layout
 from uploader.bandwidth import Backoff, TokenBucket
-from uploader.errors import JournalConflict, ObjectMissing, SpoolCorrupt, StorageError
+from uploader.errors import JournalConflict, ManifestChanged, ObjectMissing, SpoolCorrupt, StorageError
 from uploader.journal import (
     COMPLETED,
     FAILED,
@@ -56,6 +65,7 @@ from uploader.stores import Digest, Store, bandwidth_bytes_s, digest_file, open_
 log = logs.get("upload")
 JOURNAL_NAME = "journal.sqlite"
 DONE_STATES = (COMPLETED, VERIFIED, PURGED)
+SESSION_ROLES = (layout.SEGMENT, layout.MANIFEST, layout.SESSION)  # what quarantine is about
 
 
 def journal_path(data_dir: Path) -> Path:
@@ -92,6 +102,7 @@ class Outcome:
     error: str | None = None
     hard: bool = False
     bytes_sent: int = 0
+    quarantined: bool = False  # the entry's session was quarantined (drain goes on with the others)
 
 
 class Uploader:
@@ -129,6 +140,7 @@ class Uploader:
         self.object_lock: dict[str, Any] | None = None
         self.stats: dict[str, int] = defaultdict(int)
         self._stats_lock = threading.Lock()
+        self._working: dict[str, int] = defaultdict(int)  # session -> entries being hashed or sent
 
     # --- construction -------------------------------------------------------------------------
     @classmethod
@@ -163,12 +175,19 @@ class Uploader:
         return status
 
     def scan(self) -> int:
-        """Journal every ready spool file not journaled yet; returns how many were added."""
+        """Journal every ready spool file not journaled yet; returns how many were added.
+        Quarantined sessions are left alone here, except that those whose folder changed are
+        checked again first (:meth:`recheck_quarantined`)."""
         if not self.spool_dir.is_dir():
             return 0
+        if not self.paused():  # no hashing during a call
+            self.recheck_quarantined()
+        quarantined = self.journal.quarantined_ids()
         known = self.journal.known_paths()
         added = 0
         for session_dir in sorted(p for p in self.spool_dir.iterdir() if p.is_dir()):
+            if session_dir.name in quarantined:
+                continue
             try:
                 markers = [str(session_dir / n) for n in os.listdir(session_dir)
                            if n == layout.SESSION_MANIFEST or layout.MANIFEST_RE.fullmatch(n)]
@@ -179,7 +198,10 @@ class Uploader:
             try:
                 files = layout.ready_files(session_dir, self.station_id)
             except layout.ManifestUnreadable as exc:
-                self._note_error(f"spool session {session_dir.name}: {exc}")
+                if layout.SESSION_ID_RE.fullmatch(session_dir.name):
+                    self._quarantine_session(session_dir.name, f"spool manifest unreadable: {exc}")
+                else:
+                    self._note_error(f"spool session {session_dir.name}: {exc}")
                 continue
             for f in files:
                 if str(f.path) in known:
@@ -242,16 +264,54 @@ class Uploader:
             raise SpoolCorrupt(e.path, f"size {digest.size}, manifest says {e.expect_size}")
         if e.expect_sha256 is not None and digest.sha256 != e.expect_sha256:
             raise SpoolCorrupt(e.path, f"sha256 {digest.sha256}, manifest says {e.expect_sha256}")
+        if e.role == layout.MANIFEST and e.session_id:
+            self._check_manifest(e)
         return self.journal.transition(e.key, SEALED, QUEUED, sha256=digest.sha256, size=digest.size,
                                        part_size=digest.part_size, md5s=list(digest.part_md5s))
 
+    def _check_manifest(self, e: Entry) -> None:
+        """A segment manifest about to be hashed must still list each of its segment's files with
+        the size and SHA-256 the file was (or will be) checked against: a manifest replaced after
+        the scan is not uploaded next to files it does not describe."""
+        try:
+            listed = {name: (sha, size) for name, sha, size in
+                      layout._files_of(layout._read_json(Path(e.path)))}
+        except layout.ManifestUnreadable as exc:
+            raise ManifestChanged(e.path, f"it is unreadable now ({exc})") from None
+        for s in self.journal.entries(session_id=e.session_id):
+            if s.role != layout.SEGMENT or s.seq != e.seq:
+                continue
+            name = Path(s.path).name
+            if name not in listed:
+                raise ManifestChanged(e.path, f"it no longer lists {name}")
+            sha, size = listed[name]
+            if (sha, size) != (s.expect_sha256, s.expect_size):
+                raise ManifestChanged(e.path, f"it lists {name} with size {size}, sha256 {sha}; the file "
+                                      f"was checked against size {s.expect_size}, sha256 {s.expect_sha256}")
+
+    @contextlib.contextmanager
+    def _work_on(self, e: Entry) -> Iterator[None]:
+        """Mark ``e``'s session busy (a quarantined session is not checked again meanwhile)."""
+        with self._stats_lock:
+            self._working[e.session_id] += 1
+        try:
+            yield
+        finally:
+            with self._stats_lock:
+                self._working[e.session_id] -= 1
+
     def hash_entry(self, e: Entry) -> Outcome:
-        """SEALED -> QUEUED (or FAILED if the spool file does not match its manifest)."""
+        """SEALED -> QUEUED; if the spool file does not match its manifest, FAILED and its session
+        quarantined."""
+        with self._work_on(e):
+            return self._hash_entry(e)
+
+    def _hash_entry(self, e: Entry) -> Outcome:
         try:
             e = self._hash(e)
             return Outcome(e.key, e.state)
         except SpoolCorrupt as exc:
-            return self._failed(e, str(exc), True)
+            return self._spool_corrupt(e, exc)
         except JournalConflict:
             return Outcome(e.key, "?")
         except OSError as exc:
@@ -264,6 +324,10 @@ class Uploader:
 
     def process(self, e: Entry) -> Outcome:
         """Take one entry as far as VERIFIED. Never raises for storage or spool problems."""
+        with self._work_on(e):
+            return self._process(e)
+
+    def _process(self, e: Entry) -> Outcome:
         fresh = self.journal.get(e.key)  # another uploader may have moved it meanwhile
         if fresh is None or fresh.state != e.state:
             return Outcome(e.key, fresh.state if fresh else "?")
@@ -292,8 +356,10 @@ class Uploader:
                 self._bump("verified")
                 self._emit({"event": "verified", "key": e.key})
             return Outcome(e.key, e.state, bytes_sent=sent)
-        except (StorageError, SpoolCorrupt) as exc:
-            return self._failed(e, str(exc), bool(getattr(exc, "hard", False)))
+        except SpoolCorrupt as exc:
+            return self._spool_corrupt(e, exc)
+        except StorageError as exc:
+            return self._failed(e, str(exc), exc.hard)
         except JournalConflict as exc:  # another process moved it; look again next pass
             log.info("%s", exc)
             return Outcome(e.key, "?")
@@ -317,10 +383,118 @@ class Uploader:
                     "hard" if hard else "soft", attempts, delay, message)
         return Outcome(e.key, FAILED, message, hard)
 
+    # --- quarantine ---------------------------------------------------------------------------
+    def _spool_corrupt(self, e: Entry, exc: SpoolCorrupt) -> Outcome:
+        """A spool file does not match its manifest: FAILED, and its session quarantined (an
+        audit or enrolment file has no session: a hard failure as before)."""
+        if not e.session_id or e.role not in SESSION_ROLES:
+            return self._failed(e, str(exc), True)
+        message = str(exc)
+        cur = self.journal.get(e.key)
+        if cur is not None and cur.state in (VERIFIED, PURGED):  # another uploader finished it
+            return Outcome(e.key, cur.state)
+        with contextlib.suppress(Exception):
+            self.journal.fail(cur or e, message, hard=True, retry_at=self.wall() + self.backoff.max_s)
+        self._bump("failed")
+        self._quarantine_session(e.session_id, message, file=e.path)
+        return Outcome(e.key, FAILED, message, hard=True, quarantined=True)
+
+    def _quarantine_session(self, session_id: str, reason: str, *, file: str | None = None,
+                            fingerprint: str = "") -> None:
+        """Quarantine a spool session (its files stay where they are); audited, logged and
+        reported once per quarantine. ``fingerprint``: of the folder as :meth:`recheck_quarantined`
+        found it; "" (not checked against the folder as it is now: the journaled expectations may
+        be older than the manifest) makes the next scan check the session again."""
+        self._note_error(reason)
+        if not self.journal.quarantine(session_id, reason, file=file, fingerprint=fingerprint):
+            log.debug("spool session %s stays quarantined: %s", session_id, reason)
+            return
+        log.error("spool session %s quarantined, not uploaded until its files match its manifest again "
+                  "(nothing deleted; the other sessions go on): %s", session_id, reason)
+        if self.audit is not None:
+            with contextlib.suppress(Exception):
+                self.audit.append("spool_quarantined", session=session_id, file=file, reason=reason)
+        self._emit({"event": "quarantined", "session": session_id, "file": file, "error": reason})
+
+    def recheck_quarantined(self, *, force: bool = False) -> list[str]:
+        """Look again at each quarantined session whose spool folder changed since (every one:
+        ``force``): read its manifests again (a restored manifest's sizes and SHA-256 replace the
+        journaled ones), hash its files not yet sent again, and lift the quarantine of a session
+        that matches its manifest now (audited). Returns the sessions lifted."""
+        lifted = []
+        for q in self.journal.quarantined():
+            sid = q["session_id"]
+            session_dir = self.spool_dir / sid
+            fingerprint = _fingerprint(session_dir)
+            if not force and fingerprint == q["fingerprint"]:
+                continue
+            with self._stats_lock:
+                if self._working[sid] > 0:
+                    continue  # a file of it is being hashed or sent right now: next scan
+            try:
+                self._recheck(session_dir)
+            except SpoolCorrupt as exc:
+                self._quarantine_session(sid, str(exc), file=str(exc.args[0]), fingerprint=fingerprint)
+                continue
+            except layout.ManifestUnreadable as exc:
+                self._quarantine_session(sid, f"spool manifest unreadable: {exc}", fingerprint=fingerprint)
+                continue
+            except OSError as exc:
+                self._quarantine_session(sid, f"spool session {sid}: {exc.strerror or exc}"
+                                         + (f": {exc.filename}" if exc.filename else ""),
+                                         fingerprint=fingerprint)
+                continue
+            except JournalConflict as exc:  # another uploader moved an entry: look again next scan
+                log.info("%s", exc)
+                continue
+            if not self.journal.lift_quarantine(sid):
+                continue  # another uploader lifted it
+            self.journal.retry_all_now(sid)
+            log.warning("spool session %s matches its manifest again: quarantine lifted, it uploads now", sid)
+            if self.audit is not None:
+                with contextlib.suppress(Exception):
+                    self.audit.append("spool_quarantine_lifted", session=sid, reason=q["reason"])
+            self._emit({"event": "quarantine_lifted", "session": sid})
+            lifted.append(sid)
+        return lifted
+
+    def _recheck(self, session_dir: Path) -> None:
+        """Raise SpoolCorrupt (or ManifestUnreadable, OSError) unless every file of a quarantined
+        session matches its manifest as it is now. Files not sent yet are hashed again and end
+        ``QUEUED``; expectations come from the manifest again."""
+        if not session_dir.is_dir():
+            raise SpoolCorrupt(str(session_dir), "the session folder is missing")
+        ready = layout.ready_files(session_dir, self.station_id)
+        journaled = {e.path: e for e in self.journal.entries(session_id=session_dir.name)}
+        for f in ready:
+            e = journaled.get(str(f.path))
+            if e is None:
+                continue  # new since the quarantine: the scan journals it and hashing checks it
+            if e.state == FAILED and e.resume in (SEALED, QUEUED):
+                e = self.journal.revive(e)
+            if e.state == QUEUED:  # hashed but nothing sent: the repair may have changed the file
+                e = self.journal.transition(e.key, QUEUED, SEALED, sha256=None, size=None, md5s=None,
+                                            part_size=None)
+            if e.state == SEALED:
+                if (e.expect_sha256, e.expect_size) != (f.sha256, f.size):
+                    e = self.journal.expect(e.key, f.sha256, f.size)  # the manifest changed
+                try:
+                    self._hash(e)
+                except (SpoolCorrupt, OSError) as exc:
+                    with contextlib.suppress(Exception):
+                        self.journal.fail(e, str(exc), hard=True, retry_at=self.wall() + self.backoff.max_s)
+                    raise
+            elif f.role == layout.SEGMENT and (f.sha256, f.size) != (e.expect_sha256, e.expect_size):
+                raise ManifestChanged(str(session_dir / f"seg-{f.seq:06d}.manifest.json"),
+                                      f"it lists {f.filename} with size {f.size}, sha256 {f.sha256}; the "
+                                      f"file was sent as size {e.expect_size}, sha256 {e.expect_sha256}")
+
     def purge_ready(self) -> list[str]:
-        """Delete local files of sessions whose every object, session.json included, is VERIFIED."""
+        """Delete local files of sessions whose every object, session.json included, is VERIFIED
+        (never of a quarantined session)."""
         purged = []
         sessions: set[str] = set()
+        quarantined = self.journal.quarantined_ids()
         for e in self.journal.entries([VERIFIED]):
             if e.role == layout.SESSION:
                 sessions.add(e.session_id)
@@ -328,7 +502,7 @@ class Uploader:
                 with contextlib.suppress(FileNotFoundError, JournalConflict):
                     Path(e.path).unlink()
                     self.journal.transition(e.key, VERIFIED, PURGED)
-        for sid in sorted(sessions):
+        for sid in sorted(sessions - quarantined):
             entries = [e for e in self.journal.entries(session_id=sid)
                        if e.role in (layout.SEGMENT, layout.MANIFEST, layout.SESSION)]
             live = [e for e in entries if e.state != PURGED]
@@ -420,14 +594,18 @@ class Uploader:
     def _drain(self, *, wait_retries: bool, timeout_s: float | None,
                stop: threading.Event | None, retry_now: bool, check: bool) -> dict[str, Any]:
         """Upload until nothing is pending (``wait_retries``: also wait out soft-failure backoffs),
-        a hard failure, ``timeout_s`` or ``stop``. Returns a summary.
+        a hard failure, ``timeout_s`` or ``stop``. Returns a summary. Quarantined sessions do not
+        count as pending: the summary lists them (``quarantined``).
 
-        ``retry_now``: failed entries are due at once (an operator asked); ``check``: read the
-        bucket's Object Lock status first and apply the policy."""
+        ``retry_now``: failed entries are due at once and every quarantined session is checked
+        again (an operator asked); ``check``: read the bucket's Object Lock status first and apply
+        the policy."""
         stop = stop or threading.Event()
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         if retry_now:
             self.journal.retry_all_now()
+            if not self.paused():
+                self.recheck_quarantined(force=True)
         hard: list[str] = []
         inflight: dict[str, Future[Outcome]] = {}
         self.scan()
@@ -454,11 +632,12 @@ class Uploader:
                 with contextlib.suppress(OSError):
                     self.ship_audit()
                 now = self.wall()
+                quarantined = self.journal.quarantined_ids()
                 for e in self.journal.entries([FAILED]):
-                    if e.key not in inflight and (e.retry_at or 0) <= now:
+                    if e.key not in inflight and (e.retry_at or 0) <= now and e.session_id not in quarantined:
                         with contextlib.suppress(JournalConflict):
                             self.journal.revive(e)
-                entries = self.journal.entries(PENDING)
+                entries = [e for e in self.journal.entries(PENDING) if e.session_id not in quarantined]
                 pending_keys = {e.key for e in entries}
                 # hash ahead in their own thread, so that upload threads only upload
                 for e in entries:
@@ -483,7 +662,7 @@ class Uploader:
                         break
                     if not pending_keys:
                         break
-                    waiting = self.journal.entries([FAILED])
+                    waiting = [e for e in self.journal.entries([FAILED]) if e.session_id not in quarantined]
                     if not wait_retries and (not eligible or self.paused()):
                         error = waiting[0].last_error if waiting else None
                         break
@@ -502,7 +681,7 @@ class Uploader:
                         inflight.pop(out.key)
                     else:
                         hashing.pop(out.key, None)
-                    if out.hard and out.error:
+                    if out.hard and out.error and not out.quarantined:
                         hard.append(out.error)
                 if deadline is not None and time.monotonic() > deadline and not hard:
                     hard.append("timed out with uploads pending")
@@ -546,9 +725,10 @@ class Uploader:
             self.journal.set_meta("last_error", {"at": self.wall(), "message": message})
 
     def _summary(self, error: str | None) -> dict[str, Any]:
+        b = backlog_of(self.journal, self.spool_dir, self.station_id, self.wall())
         return {"error": error, "uploaded": self.stats["uploaded"], "verified": self.stats["verified"],
                 "failed": self.stats["failed"], "object_lock": self.object_lock,
-                "backlog": backlog_of(self.journal, self.spool_dir, self.station_id, self.wall())}
+                "quarantined": b["quarantined"], "backlog": b}
 
 
 def upload_rate_bytes_s(policy: Any, call_active: bool) -> float | None:
@@ -594,7 +774,21 @@ def backlog_of(journal: Journal, spool_dir: Path, station_id: str = "station",
             "oldest_age_s": None if oldest is None else round(max(now - oldest, 0.0), 1),
             "last_error": (last or {}).get("message") if last else None,
             "failed": len(failed), "object_lock": journal.get_meta("object_lock"),
-            "states": journal.counts()}
+            "states": journal.counts(),
+            "quarantined": [{"session_id": q["session_id"], "reason": q["reason"], "file": q["file"],
+                             "since": q["since"]} for q in journal.quarantined()]}
+
+
+def _fingerprint(session_dir: Path) -> str:
+    """Names, sizes, inodes and change times of a spool session folder's files: a quarantined
+    session is checked again when this changes (a file or the manifest restored)."""
+    try:
+        with os.scandir(session_dir) as it:
+            items = sorted((d.name, st.st_size, st.st_ino, st.st_mtime_ns, st.st_ctime_ns)
+                           for d in it for st in (d.stat(follow_symlinks=False),))
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()
 
 
 def _size(path: Path) -> int:
@@ -621,7 +815,9 @@ def finished_in_journal(data_dir: Path) -> dict[str, str]:
 
 def backlog(data_dir: Path, station_id: str = "station") -> dict[str, Any]:
     """Backlog for the UI and ``station doctor``: count, bytes, oldest_age_s, last_error,
-    object_lock (last known). Reads the journal; never contacts storage."""
+    object_lock (last known), quarantined (``session_id``, ``reason``, ``file``, ``since`` of each
+    quarantined session; its files are counted in ``count``). Reads the journal; never contacts
+    storage."""
     data_dir = Path(data_dir)
     path = journal_path(data_dir)
     # no journal yet (the uploader never ran): an in-memory one still counts the ready spool files
