@@ -28,7 +28,10 @@ class _Sink:
         return self.w.write(b)
 
 
-def record(home: Path, recipient: str, segments: int = 2, frames: int = 30) -> Path:
+def record(home: Path, recipient: str, segments: int = 2, frames: int = 30,
+           sizes: dict[int, tuple[int, int]] | None = None) -> Path:
+    """A finished session of ``segments`` H.264 segments, 160x120 unless ``sizes[seq]`` says
+    (width, height)."""
     sk = load_signing_key()
     assert sk is not None
     d = home / "spool" / SID
@@ -37,12 +40,13 @@ def record(home: Path, recipient: str, segments: int = 2, frames: int = 30) -> P
         w = s.open_segment(seq, "media")
         out = av.open(_Sink(w), "w", format="matroska")
         vs = out.add_stream("libx264", rate=FPS)
-        vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+        w_px, h_px = (sizes or {}).get(seq, (160, 120))
+        vs.width, vs.height, vs.pix_fmt = w_px, h_px, "yuv420p"
         vs.time_base = Fraction(1, 1000)
         vs.options = {"tune": "zerolatency", "preset": "veryfast"}  # as the recorder encodes
         for i in range(frames):
             n = (seq - 1) * frames + i
-            frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), n * 3 % 256, np.uint8),
+            frame = av.VideoFrame.from_ndarray(np.full((h_px, w_px, 3), n * 3 % 256, np.uint8),
                                                format="rgb24")
             frame.pts, frame.time_base = n * 1000 // FPS, Fraction(1, 1000)
             for pkt in vs.encode(frame):
@@ -193,7 +197,8 @@ def test_a_validly_signed_manifest_listing_another_segments_file_is_refused_by_e
                  "--reason", "r", "--allow-damaged", "--json"]) == 0
     res = json.loads(capsys.readouterr().out)
     assert "seg-000002.mkv" not in res["files"] and "seg-000001.mkv" in res["files"]
-    assert any(n.startswith("segment 2 media: skipped") for n in res["notes"]), res["notes"]
+    assert [(s["seq"], s["kind"]) for s in res["skipped"]] == [(2, "media")], res["skipped"]
+    assert "header-mismatch" in res["skipped"][0]["why"]
     # and the decrypting copy itself checks the binding, whatever the report said
     from station.cmd.export import _decrypt_to
 
