@@ -144,7 +144,6 @@ class Pipeline:
         # pause
         self._paused = False
         self._pause_started_ms: int | None = None
-        self._pause_reason = ""
         self._gaps: list[dict[str, Any]] = []
         self._pause_spans: list[list[Any]] = []
         self._card: np.ndarray | None = None
@@ -210,7 +209,6 @@ class Pipeline:
         the span is recorded as a gap. Applied by capture time (items are held back briefly)."""
         if not self._paused:
             now = self.clock.now_ns()
-            self._pause_reason = reason
             self._pause_started_ms = self._ms(now)
             self._pause_spans.append([now, None])
             self._paused = True
@@ -221,7 +219,7 @@ class Pipeline:
             self._paused = False
             self._pause_spans[-1][1] = now
             self._gaps.append({"kind": "pause", "start_pts_ms": self._pause_started_ms,
-                               "end_pts_ms": self._ms(now), "reason": self._pause_reason})
+                               "end_pts_ms": self._ms(now)})  # its reason: sealed op log only
             self._pause_started_ms = None
 
     def _in_pause(self, capture_ns: int) -> bool:
@@ -492,7 +490,7 @@ class Pipeline:
         if self._paused:  # a pause that spans the segment end is cut at it
             end_ms = self._ms(end_ns)
             gaps.append({"kind": "pause", "start_pts_ms": self._pause_started_ms, "end_pts_ms": end_ms,
-                         "reason": self._pause_reason, "continues": True})
+                         "continues": True})
             self._pause_started_ms = end_ms
         stats: dict[str, Any] = {"streams": streams, "gaps": gaps,
                                  "start_pts_ms": self._ms(self._seg_start_ns),

@@ -77,8 +77,10 @@ class RecordingSession:
         self.fake_devices = fake_devices
         self.agent = agent or _os_user()
         self.customer = customer
-        # written in clear into every manifest: masked here, whichever path started the session
-        # (the API and the window mask it too; `station record --business-ref` did not)
+        # free text that may hold customer data: masked whichever path started the session (the
+        # API and the window mask it too), and kept only in the sealed operation log; manifests
+        # (in clear, on the seat and in storage) get its salted hash (business_ref_hash)
+        self._business_ref_raw = " ".join((business_ref or "").split())
         if business_ref:
             from station.shield import redact
 
@@ -123,6 +125,13 @@ class RecordingSession:
             raise NoRecipients("create a reviewer key pair (`station keys recipient`) and add it "
                                "with `station policy init --recipient archive.pub`")
         return recipients
+
+    def _business_ref_hash(self) -> str | None:
+        if not self._business_ref_raw:
+            return None
+        from station.shield import business_ref_hash
+
+        return business_ref_hash(self.ctx.secrets.customer_salt(), self._business_ref_raw)
 
     def _customer_meta(self) -> dict[str, Any] | None:
         c = self.customer
@@ -201,7 +210,8 @@ class RecordingSession:
             meta: dict[str, Any] = {"agent": self.agent, "site": pol.station.site,
                                     "started_utc": clock.utc_iso(clock.t0_ns),
                                     "utc_at_t0_ns": clock.utc_at_t0_ns,
-                                    "business_ref": self.business_ref, "profile": cap.profile,
+                                    "business_ref_hash": self._business_ref_hash(),
+                                    "profile": cap.profile,
                                     "fake_devices": self.fake_devices,
                                     "sources": self._source_info}
             cust = self._customer_meta()
@@ -328,7 +338,10 @@ class RecordingSession:
         assert self.clock is not None
         summary = {"session_id": self.session_id, "session_dir": str(self.session_dir),
                    "stop_code": str(code), "segments": p.seq, "streams": streams,
-                   "markers": self.markers, "errors": list(self.errors),
+                   # session.json is in clear: when and what kind of marker, never its label
+                   # or fields (free text, in the sealed operation log)
+                   "markers": [{k: m.get(k) for k in ("kind", "t_ms", "utc")} for m in self.markers],
+                   "errors": list(self.errors),
                    "duration_s": round((min(p.end_ns, self.clock.now_ns()) - p.gate_ns) / 1e9, 3),
                    "start_pts_ms": (p.gate_ns - self.clock.t0_ns) // 1_000_000,
                    "sources": self._source_info}

@@ -103,6 +103,17 @@ def customer_hash(salt: bytes, fields: dict[str, str]) -> str:
     return ""
 
 
+def business_ref_hash(salt: bytes, ref: str) -> str:
+    """Salted hash of a business reference, the only form of it written in clear (manifests):
+    sessions of one reference can be linked and found by whoever holds the salt, while the
+    reference itself (often a policy or order number, sometimes a customer's number typed into
+    it) stays in the sealed operation log. "" for an empty reference."""
+    ref = " ".join((ref or "").split())
+    if not ref:
+        return ""
+    return "hs256:" + hmac.new(salt, f"business_ref:{ref}".encode(), hashlib.sha256).hexdigest()
+
+
 def shield(raw: Any, salt: bytes) -> Customer:
     """Validate customer details from the outside world and keep only their shielded forms.
 

@@ -75,7 +75,8 @@ def test_fake_session_decodes_to_contiguous_counters_keyframe_segments_and_beeps
     assert abs(len(dec.screen_pts_ms) - fps * summary["duration_s"]) <= fps * 0.6
     # the pause replaced ~1 s of screen by the card and muted audio; it is a gap in a manifest
     pause = [g for g in gaps if g["kind"] == "pause"]
-    assert 1 <= len(pause) <= 2 and all(g["reason"] == "customer typing card number" for g in pause)
+    # (its reason is free text: in the sealed operation log, not in the manifest in clear)
+    assert 1 <= len(pause) <= 2 and not any("reason" in g for g in pause)
     pause = [{"start_pts_ms": pause[0]["start_pts_ms"], "end_pts_ms": pause[-1]["end_pts_ms"]}]
     assert 800 <= pause[0]["end_pts_ms"] - pause[0]["start_pts_ms"] <= 1500
     missing = set(range(int(counters.min()), int(counters.max()) + 1)) - {int(c) for c in counters}

@@ -160,7 +160,7 @@ def test_spool_file_that_does_not_match_its_manifest_is_never_uploaded_or_purged
     media.write_bytes(bytes(raw))
     up = _uploader(s3, s3_bucket, station_home)
     result = up.drain()
-    assert "does not match its manifest" in result["error"]
+    assert result["error"] is None and "does not match its manifest" in result["quarantined"][0]["reason"]
     keys = all_versions(s3, s3_bucket)
     assert not any(k.endswith("media.drseg") or k.endswith("manifest.json") or k.endswith("session.json")
                    for k in keys)
