@@ -252,17 +252,14 @@ class App:
                                                name="uploader", daemon=True)
         self._upload_thread.start()
 
-    def backlog_text(self) -> str | None:
-        """One line for the window: files waiting for upload and their size."""
+    def backlog_info(self) -> dict[str, Any] | None:
+        """For the window: files waiting for upload, their size, the last upload error and the
+        sessions held back (quarantined) with their reasons."""
         try:
             from uploader.service import backlog
         except ImportError:
             return None
-        b = backlog(self.ctx.data_dir, self.ctx.station_id)
-        text = f"{b['count']} ({b['bytes'] / (1 << 20):.1f} MiB)"
-        if b.get("last_error"):
-            text += " ⚠"
-        return text
+        return backlog(self.ctx.data_dir, self.ctx.station_id)
 
     def close(self) -> None:
         if self.flow.state in (FlowState.CONSENT, FlowState.RECORDING, FlowState.PAUSED):

@@ -325,3 +325,32 @@ def test_language_follows_the_system_locale(monkeypatch, env, expected):
     assert all(set(entry) >= {"en", "zh_CN"} for entry in TABLE.values())
     with pytest.raises(ValueError, match="unknown language"):
         tr.set_language("fr")
+
+
+def test_a_session_held_back_from_upload_is_named_in_the_window_with_its_reason(
+        qtbot, station_home, keyring_service):
+    """A spool session whose files do not match its manifest is quarantined by the uploader; the
+    agent sees it in the backlog line (not only a bare ⚠), the reason in its tooltip, in the
+    window's language."""
+    from station.cli import main
+    from tests.uploadkit import sealed_session
+
+    (station_home / "store").mkdir()
+    st = make_station(station_home, **{**SMALL, "storage.kind": "local",
+                                       "storage.local_dir": str(station_home / "store")})
+    bad = sealed_session(station_home / "spool", segments=1)
+    media = bad / "seg-000001.media.drseg"
+    media.write_bytes(media.read_bytes()[:1000])
+    assert main(["upload", "--drain", "--policy", str(st.policy_path), "--data-dir", str(station_home)]) == 3
+    ctx = Context(data_dir=station_home, policy_path=st.policy_path)
+    app = App(ctx, factory=FakeRecording, desktop=False, upload=False)
+    try:
+        gui = make_gui(qtbot, app)
+        label = gui.window.backlog_label
+        assert "1 session(s) held back" in label.text() and "⚠" in label.text()
+        assert bad.name in label.toolTip() and "seg-000001.media.drseg" in label.toolTip()
+        gui.tr.set_language("zh_CN")
+        gui.window._refresh_backlog()
+        assert "个会话被扣留" in label.text() and "已扣留" in label.toolTip()
+    finally:
+        app.close()

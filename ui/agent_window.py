@@ -80,7 +80,7 @@ class AgentWindow(QMainWindow):
     """The seat's main window over a :class:`~ui.bridge.FlowBridge`."""
 
     def __init__(self, bridge: FlowBridge, tr: Translator,
-                 backlog: Callable[[], str | None] | None = None) -> None:
+                 backlog: Callable[[], dict[str, Any] | None] | None = None) -> None:
         super().__init__()
         self.setObjectName("agentWindow")
         self.bridge, self.flow, self.tr_ = bridge, bridge.flow, tr
@@ -324,10 +324,25 @@ class AgentWindow(QMainWindow):
         if self.backlog is None:
             return
         try:
-            text = self.backlog()
+            b = self.backlog()
         except Exception:
-            text = None
-        self.backlog_label.setText(text or "–")
+            b = None
+        if not b:
+            self.backlog_label.setText("–")
+            self.backlog_label.setToolTip("")
+            return
+        text = f"{b['count']} ({b['bytes'] / (1 << 20):.1f} MiB)"
+        tips = []
+        held = b.get("quarantined") or []
+        if held:  # a session that does not match its manifest: kept on the seat, not uploaded
+            text += " ⚠ " + self.tr_("backlog_held", n=len(held))
+            tips += [self.tr_("backlog_held_one", session=q["session_id"], reason=q["reason"])
+                     for q in held[:5]]
+        if b.get("last_error"):
+            text += " ⚠"
+            tips.append(self.tr_("backlog_error", error=str(b["last_error"])[:300]))
+        self.backlog_label.setText(text)
+        self.backlog_label.setToolTip("\n".join(tips))
 
     # --- reactions ---------------------------------------------------------------------------
     @Slot(dict)

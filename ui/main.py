@@ -28,7 +28,7 @@ class Gui:
         self.qapp.setQuitOnLastWindowClosed(True)
         self.tr = Translator(language)
         self.bridge = FlowBridge(app.flow)
-        self.window = AgentWindow(self.bridge, self.tr, backlog=app.backlog_text)
+        self.window = AgentWindow(self.bridge, self.tr, backlog=app.backlog_info)
         self.tray = StationTray(self.bridge, self.tr, self.window)
         app.own_rects = lambda: [r for r in (self.window.own_rect(),) if r]
         self.notice = app.recovery_notice()
