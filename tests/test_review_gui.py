@@ -216,3 +216,54 @@ def test_a_recovered_session_is_shown_as_recovered_not_intact_and_plays(
     qtbot.waitUntil(lambda: w.setup.catalog.get(sid).qc_state != "none", timeout=30000)
     flags = w.setup.catalog.get(sid).qc_flags
     assert qcmod.CRASH_RECOVERED in flags and qcmod.NOT_INTACT not in flags, flags
+
+
+def test_window_export_shows_a_session_mkv_that_could_not_be_joined_in_its_language(
+        qtbot, display: str, tmp_path: Path, station_home: Path, keyring_service: str) -> None:  # type: ignore[no-untyped-def]
+    """Segment 2 was recorded at another screen size: `station export` writes every segment but
+    cannot join session.mkv (exit 5). The window used to say only "exported to ..."; it must
+    show the warning (first) in the status bar and in a label that stays, in Chinese here."""
+    from station.context import Context
+    from station.crypto import SessionSealer
+    from station.crypto.keys import identity_text
+    from ui.review_window import ReviewSetup, ReviewWindow, set_language
+
+    ident, sk = nacl.public.PrivateKey.generate(), nacl.signing.SigningKey.generate()
+    keyfile = tmp_path / "archive.key"
+    keyfile.write_text(identity_text(ident) + "\n")
+    sid = kit.new_session_id()
+    sealer = SessionSealer(tmp_path / "spool" / sid, sid, "seat-01", [bytes(ident.public_key)], sk,
+                           meta={"agent": "lee"})
+    for seq, size in ((1, (640, 360)), (2, (320, 180))):
+        kit.encode_segment(kit._WriteOnly(sealer.open_segment(seq, "media")), start_s=(seq - 1) * 2.0,
+                           dur_s=2.0, screen_size=size)
+        sealer.close_segment(seq, {"start_pts_ms": (seq - 1) * 2000})
+    sealer.finish("normal", {"duration_s": 4.0})
+    store = LocalFolderStore(tmp_path / "store")
+    kit.upload(tmp_path / "spool" / sid, store)
+    setup = ReviewSetup(store=store, catalog=Catalog.for_store(store, tmp_path / "data"), identities=[ident],
+                        trusted=[f"seat-01={station_text(sk.verify_key)}"],
+                        audit=ReviewAudit(store, "", AuditLog(tmp_path / "audit.log"), "carol@review"),
+                        thresholds=qcmod.Thresholds(), identity_paths=[keyfile],
+                        ctx=Context(data_dir=station_home), compute_qc=False)
+    w = ReviewWindow(setup, audio=False, language="zh_CN")
+    qtbot.addWidget(w)
+    w.show()
+    try:
+        with qtbot.waitSignal(w.refreshed, timeout=20000):
+            w.refresh()
+        _open(qtbot, w, sid)
+        w.ask_reason = lambda prompt: "complaint 21"
+        w.ask_export_dir = lambda: tmp_path / "handover"
+        with qtbot.waitSignal(w.exported, timeout=60000) as done:
+            w.player.export_button.click()
+        res = done.args[0]
+        assert res["session_mkv"]["written"] is False and res["warnings"][0].startswith("session.mkv NOT written")
+        assert (tmp_path / "handover" / "seg-000002.mkv").is_file()
+        assert not (tmp_path / "handover" / "session.mkv").exists()
+        text = w.export_status.text()
+        assert w.export_status.isVisible() and "警告" in text and "1 条警告" in text
+        assert w.export_lines[1] == "警告 WARNING: " + res["warnings"][0]
+        assert "session.mkv NOT written" in text and "有 1 条警告" in w.statusBar().currentMessage()
+    finally:
+        set_language("en")

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from station import logs
+from station.errors import UsageError
 from station.review import qc as qcmod
 from station.review.catalog import SORT_COLUMNS, Catalog, Filter, SessionRow
 from station.review.env import ReviewSetup
@@ -34,6 +35,7 @@ from ui.qt import (
     QLabel,
     QLineEdit,
     QMainWindow,
+    QMessageBox,
     QModelIndex,
     QPushButton,
     QSplitter,
@@ -61,6 +63,32 @@ ZH: dict[str, str] = {
     "unverified": "未校验", "incomplete": "未完成", "sessions": "个会话", "of": "/",
     "▶ Play": "▶ 播放", "❚❚ Pause": "❚❚ 暂停", "Speed": "倍速", "Export…": "导出…",
     "INTACT": "完整 INTACT", "NOT INTACT": "不完整 NOT INTACT",
+    # export (the texts of the export itself, its warnings and parts left out, stay as
+    # `station export` writes them: English, like export.json and the audit log)
+    "Exporting {session} to {out}…": "正在导出 {session} 到 {out}…",
+    "Exported {session} to {out}.": "已导出 {session} 到 {out}。",
+    "Exported {session} to {out} with {n} warning(s):": "已导出 {session} 到 {out}，有 {n} 条警告：",
+    "{n} part(s) left out (not exported):": "{n} 个部分未导出：",
+    "Check the folder: sha256sum -c SHA256SUMS; python3 evidence/check_evidence.py (README.txt).":
+        "核验：sha256sum -c SHA256SUMS；python3 evidence/check_evidence.py（见 README.txt）。",
+    "exported to {out}": "已导出到 {out}",
+    "exported to {out} with {n} warning(s) and {m} part(s) left out: see the export panel":
+        "已导出到 {out}，有 {n} 条警告、{m} 个部分未导出：见导出信息",
+    "WARNING": "警告 WARNING", "LEFT OUT": "未导出 LEFT OUT", "note": "说明",
+    "Export failed: {error}": "导出失败：{error}",
+    "Unfinished files were removed; the export-failed audit record lists what remains in {out}.":
+        "未完成的文件已删除；审计记录 export-failed 列出了 {out} 中保留的文件。",
+    "export failed: {error}": "导出失败：{error}",
+    "Export an incomplete session?": "导出未完成的会话？",
+    "Session {session} has no session.json: it is still being recorded or uploaded, or the "
+    "station crashed and it was not recovered, so nothing signed says where it ends (segments "
+    "at its end may be missing unnoticed). Export it anyway? The export and its audit record "
+    "will say it is incomplete.":
+        "会话 {session} 没有 session.json：仍在录制或上传中，或工作站崩溃后尚未恢复，没有签名记录说明"
+        "会话在何处结束（末尾的分段可能缺失而无法察觉）。仍要导出吗？导出结果和审计记录都会注明会话不完整。",
+    "export cancelled: session {session} has no session.json and exporting it incomplete was "
+    "not confirmed; nothing was exported":
+        "已取消导出：会话 {session} 没有 session.json，未确认导出不完整的会话；未导出任何内容",
 }
 _LANG = {"value": "en"}
 
@@ -68,6 +96,11 @@ _LANG = {"value": "en"}
 def tr(text: str) -> str:
     """Simplified Chinese for the review window's fixed labels (English stays the fallback)."""
     return ZH.get(text, text) if _LANG["value"] == "zh_CN" else text
+
+
+def trf(text: str, **values: Any) -> str:
+    """:func:`tr`, then ``str.format`` with ``values``."""
+    return tr(text).format(**values)
 
 
 def set_language(language: str) -> None:
@@ -80,6 +113,32 @@ def set_language(language: str) -> None:
 
 COLUMNS = (("id", "Session"), ("start", "Start (UTC)"), ("station", "Station"), ("agent", "Agent"),
            ("duration", "Duration"), ("segments", "Segs"), ("verdict", "Integrity"), ("flags", "QC flags"))
+
+
+def export_summary(result: dict[str, Any]) -> tuple[list[str], bool]:
+    """(lines for the window, whether anything needs the reviewer's attention) of a
+    ``station export`` result: every warning (a session.mkv not joined comes first), every part
+    left out with the reason, the notes, and how to check the pack."""
+    warnings = list(result.get("warnings") or [])
+    skipped = list(result.get("skipped") or [])
+    sid, out = result.get("session", "?"), result.get("out", "?")
+    if warnings or skipped:
+        lines = [trf("Exported {session} to {out} with {n} warning(s):", session=sid, out=out,
+                     n=len(warnings))]
+    else:
+        lines = [trf("Exported {session} to {out}.", session=sid, out=out)]
+    lines += [f"{tr('WARNING')}: {w}" for w in warnings]
+    if skipped:
+        lines.append(f"{tr('LEFT OUT')}: " + trf("{n} part(s) left out (not exported):", n=len(skipped)))
+        for s in skipped:
+            what = f"segment {s.get('seq')}" + (f" {s['kind']} ({s.get('file')})" if s.get("kind")
+                                                else " (all files)")
+            lines.append(f"  - {what}: {s.get('why')}")
+    lines += [f"{tr('note')}: {n}" for n in result.get("notes") or []]
+    if result.get("sha256sums"):
+        lines.append(tr("Check the folder: sha256sum -c SHA256SUMS; python3 "
+                        "evidence/check_evidence.py (README.txt)."))
+    return lines, bool(warnings or skipped)
 
 
 class CatalogModel(QAbstractTableModel):
@@ -265,7 +324,14 @@ class ReviewWindow(QMainWindow):
         opened: a session was opened and verified. arg: the verifier's report.
         open_failed: opening failed or was refused. arg: message.
         qc_updated: a QC report was computed or loaded. arg: session id.
-        exported: an export finished. arg: result dict.
+        exported: an export finished. arg: the result dict of ``station export`` (its
+            ``warnings``, ``skipped`` and ``notes`` are also shown in ``export_status``).
+        open_failed also reports a refused, cancelled or failed export ("export ...: why").
+
+    Attributes tests (and kiosk deployments) may replace: ``ask_reason(prompt) -> str | None``,
+    ``ask_export_dir() -> Path | None``, ``ask_confirm(prompt) -> bool`` (asked before a session
+    without session.json is exported). ``export_status`` is the label that keeps the last
+    export's outcome visible; ``export_lines`` its lines.
     """
 
     refreshed = Signal(dict)
@@ -276,6 +342,7 @@ class ReviewWindow(QMainWindow):
     _open_done = Signal(object, object)
     _refresh_done = Signal(object)
     _qc_done = Signal(str)
+    _export_done = Signal(object, object)
 
     def __init__(self, setup: ReviewSetup, audio: bool = True, language: str = "en") -> None:
         super().__init__()
@@ -287,6 +354,8 @@ class ReviewWindow(QMainWindow):
         # dialogs are attributes so tests (and kiosk deployments) can replace them
         self.ask_reason: Callable[[str], str | None] = self._ask_reason_dialog
         self.ask_export_dir: Callable[[], Path | None] = self._ask_dir_dialog
+        self.ask_confirm: Callable[[str], bool] = self._ask_confirm_dialog
+        self.export_lines: list[str] = []
         self.model = CatalogModel(setup.catalog, self)
         self.filters = FilterBar(setup.thresholds.required_steps)
         self.filters.changed.connect(self.apply_filter)
@@ -319,9 +388,14 @@ class ReviewWindow(QMainWindow):
         self.player = PlayerWidget(audio=audio)
         self.player.export_requested.connect(self.export_current)
         self.player.setEnabled(False)
+        self.export_status = QLabel("")
+        self.export_status.setWordWrap(True)
+        self.export_status.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.export_status.setVisible(False)
         bottom = QWidget()
         bl = QVBoxLayout(bottom)
         bl.addWidget(self.verdict)
+        bl.addWidget(self.export_status)
         bl.addWidget(self.player, 1)
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(top)
@@ -332,7 +406,9 @@ class ReviewWindow(QMainWindow):
         self._open_done.connect(self._on_open_done)
         self._refresh_done.connect(self._on_refresh_done)
         self._qc_done.connect(self._on_qc_done)
+        self._export_done.connect(self._on_export_done)
         self._busy = False
+        self._exporting = False
         self._qc_thread: threading.Thread | None = None
         self.model.reload()
         self._update_count()
@@ -500,29 +576,107 @@ class ReviewWindow(QMainWindow):
 
     # --- export --------------------------------------------------------------------------------
     def export_current(self) -> None:
+        """Export… : reason, confirmation for a session without session.json, folder; then
+        ``station export`` over the stored session in a worker thread (:meth:`_on_export_done`
+        shows its warnings and left-out parts)."""
         rs = self.session
-        if rs is None:
+        if rs is None or self._exporting:
             return
         reason = self.ask_reason(f"Reason to export session {rs.session_id} (required)")
         if not reason or not reason.strip():
             self.statusBar().showMessage("export refused: an export needs a reason; nothing was exported")
             self.open_failed.emit("export refused: a reason is required")
             return
+        allow_incomplete = False
+        codes = {p.get("code") for p in (rs.report or {}).get("problems", [])}
+        if "session-open" in codes:  # no session.json: only when the reviewer says so
+            if not self._confirm_incomplete(rs):
+                return
+            allow_incomplete = True
         out = self.ask_export_dir()
         if out is None:
             return
-        try:
-            result = rs.export(out, reason, ctx=self.setup.ctx, identity_paths=self.setup.identity_paths)
-        except Exception as exc:
-            self.statusBar().showMessage(f"export failed: {exc}")
-            self.open_failed.emit(f"export failed: {exc}")
+        self._start_export(rs, Path(out), reason, allow_incomplete)
+
+    def _confirm_incomplete(self, rs: ReviewSession) -> bool:
+        if self.ask_confirm(trf(
+                "Session {session} has no session.json: it is still being recorded or uploaded, or "
+                "the station crashed and it was not recovered, so nothing signed says where it ends "
+                "(segments at its end may be missing unnoticed). Export it anyway? The export and its "
+                "audit record will say it is incomplete.", session=rs.session_id)):
+            return True
+        msg = trf("export cancelled: session {session} has no session.json and exporting it "
+                  "incomplete was not confirmed; nothing was exported", session=rs.session_id)
+        self.statusBar().showMessage(msg)
+        self._show_export([msg], "error")
+        self.open_failed.emit(msg)
+        return False
+
+    def _start_export(self, rs: ReviewSession, out: Path, reason: str, allow_incomplete: bool) -> None:
+        self._exporting = True
+        self.player.export_button.setEnabled(False)
+        msg = trf("Exporting {session} to {out}…", session=rs.session_id, out=out)
+        self.statusBar().showMessage(msg)
+        self._show_export([msg], "busy")
+        job = (rs, out, reason, allow_incomplete)
+
+        def work() -> None:
+            try:
+                result: Any = rs.export(out, reason, ctx=self.setup.ctx,
+                                        identity_paths=self.setup.identity_paths,
+                                        allow_incomplete=allow_incomplete)
+            except Exception as exc:
+                result = exc
+            self._export_done.emit(result, job)
+
+        threading.Thread(target=work, name="export", daemon=True).start()
+
+    def _on_export_done(self, result: Any, job: Any) -> None:
+        self._exporting = False
+        self.player.export_button.setEnabled(True)
+        rs, out, reason, allow_incomplete = job
+        if isinstance(result, Exception):
+            if (isinstance(result, UsageError) and not allow_incomplete
+                    and "--allow-incomplete" in str(result)):
+                # refused for want of session.json (it vanished since the session was opened):
+                # nothing was written; ask, then export again into the same folder
+                if self._confirm_incomplete(rs):
+                    self._start_export(rs, out, reason, True)
+                return
+            log.warning("export of %s failed: %s", rs.session_id, result)
+            self.statusBar().showMessage(trf("export failed: {error}", error=result))
+            self._show_export([trf("Export failed: {error}", error=result),
+                               trf("Unfinished files were removed; the export-failed audit record "
+                                   "lists what remains in {out}.", out=out)], "error")
+            self.open_failed.emit(f"export failed: {result}")
             return
-        self.statusBar().showMessage(f"exported to {result['out']}")
+        lines, warned = export_summary(result)
+        n, m = len(result.get("warnings") or []), len(result.get("skipped") or [])
+        self.statusBar().showMessage(
+            trf("exported to {out} with {n} warning(s) and {m} part(s) left out: see the export panel",
+                out=result["out"], n=n, m=m) if warned else trf("exported to {out}", out=result["out"]))
+        self._show_export(lines, "warning" if warned else "ok")
         self.exported.emit(result)
+
+    def _show_export(self, lines: list[str], state: str) -> None:
+        self.export_lines = list(lines)
+        self.export_status.setText("\n".join(lines))
+        self.export_status.setStyleSheet({
+            "ok": "background:#e8f5e9; color:#1b5e20; padding:6px;",
+            "warning": "background:#fff8e1; color:#e65100; padding:6px; font-weight:bold;",
+            "error": "background:#ffebee; color:#b71c1c; padding:6px; font-weight:bold;",
+        }.get(state, "padding:6px;"))
+        self.export_status.setVisible(True)
 
     def _ask_reason_dialog(self, prompt: str) -> str | None:
         text, ok = QInputDialog.getText(self, "Reason", prompt)
         return text.strip() if ok and text.strip() else None
+
+    def _ask_confirm_dialog(self, prompt: str) -> bool:
+        answer = QMessageBox.question(self, tr("Export an incomplete session?"), prompt,
+                                      QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+                                      QMessageBox.StandardButton.No)
+        return bool(answer == QMessageBox.StandardButton.Yes)
 
     def _ask_dir_dialog(self) -> Path | None:
         d = QFileDialog.getExistingDirectory(self, "Export into an empty folder")

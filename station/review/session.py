@@ -314,14 +314,19 @@ class ReviewSession:
 
     # --- export --------------------------------------------------------------------------------
     def export(self, out_dir: Path, reason: str | None, ctx: Any = None,
-               identity_paths: Sequence[Path] = ()) -> dict[str, Any]:
+               identity_paths: Sequence[Path] = (), allow_incomplete: bool = False) -> dict[str, Any]:
         """Decrypt the verified segments to ``out_dir`` for a legal hand-over (audited; needs a reason).
 
         With a :class:`~station.context.Context` this runs ``station export`` itself (same files,
-        same local audit lines) over this stored session; the identities come from
-        ``identity_paths`` or the keyring, as for the command. Without one (tests of the review
-        side alone) it writes ``seg-NNNNNN.mkv``, ``oplog.jsonl`` and ``verify.json``."""
-        self.audit.record("export", self.session_id, reason, out=str(out_dir))
+        same local audit lines, same result: ``warnings``, ``skipped``, ``notes``,
+        ``session_mkv``) over this stored session as storage holds it now; the identities come from ``identity_paths``
+        or the keyring, as for the command. A session without ``session.json`` is refused
+        (``UsageError`` naming ``--allow-incomplete``) unless ``allow_incomplete``, which the
+        caller must have confirmed with the reviewer; the audit record says so. Without a
+        context (tests of the review side alone) it writes ``seg-NNNNNN.mkv``, ``oplog.jsonl``
+        and ``verify.json``."""
+        extra = {"allow_incomplete": True} if allow_incomplete else {}
+        self.audit.record("export", self.session_id, reason, out=str(out_dir), **extra)
         if ctx is not None:
             import argparse
 
@@ -329,8 +334,11 @@ class ReviewSession:
 
             ns = argparse.Namespace(session_id=self.session_id, identity=[str(p) for p in identity_paths],
                                     out=str(out_dir), reason=reason, reviewer=self.audit.reviewer,
-                                    allow_damaged=False, trust=self.trusted, no_concat=False,
-                                    review_source=self.source)
+                                    allow_damaged=False, allow_incomplete=allow_incomplete,
+                                    trust=self.trusted, no_concat=False,
+                                    # listed afresh: the export verifies what storage holds now,
+                                    # not the listing of when the session was opened
+                                    review_source=StoreSource(self.store, self.folder))
             try:
                 result: dict[str, Any] = export_cmd.run(ns, ctx)
             except Exception as exc:  # the "export" record said it was attempted: say it failed
