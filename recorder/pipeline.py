@@ -13,7 +13,7 @@ ahead is trimmed, behind is filled with silence; a gap the device flags (overflo
 once; a jump beyond 2 s resets the anchor and is reported.
 
 Errors: a source's stashed exception is re-raised here (``DEVICE_LOST``), an encoder/container
-failure stops with ``ENCODER_ERROR`` (``DISK_FULL`` for ENOSPC/EDQUOT); the segment so far is
+failure stops with ``ENCODER_ERROR`` (``DISK_FULL``/``WRITE_ERROR`` for writes); the segment so far is
 sealed and closed either way and ``on_stopped(code, error)`` is called from the consumer thread.
 """
 
@@ -284,10 +284,13 @@ class Pipeline:
 
     def _failure_code(self, exc: BaseException) -> StopCode:
         """``disk-full`` when a write failed for lack of space (ENOSPC/EDQUOT), whether the
-        error reached us directly or through the muxer; ``encoder-error`` otherwise."""
+        error reached us directly or through the muxer; ``write-error`` when a sealed file's write
+        failed otherwise (EIO, a file system remounted read-only); ``encoder-error`` otherwise."""
         write_error = getattr(self.sealer, "write_error", lambda: None)()
         if is_disk_full(exc) or is_disk_full(write_error):
             return StopCode.DISK_FULL
+        if write_error is not None:
+            return StopCode.WRITE_ERROR
         return StopCode.ENCODER_ERROR
 
     def _collect(self) -> None:

@@ -17,6 +17,7 @@ class StopCode(enum.StrEnum):
     DEVICE_LOST = "device-lost"
     DISK_FULL = "disk-full"
     ENCODER_ERROR = "encoder-error"
+    WRITE_ERROR = "write-error"  # the disk refused a write for another reason than space (EIO, EROFS)
     CRASH_RECOVERED = "crash-recovered"
     CONSENT_REFUSED = "consent-refused"
 

@@ -186,3 +186,39 @@ def test_sealed_file_and_logs_on_a_full_disk_end_at_a_whole_message_and_a_whole_
     assert problems == [] and fin is not None
     audit.append("after", ok=True)
     assert verify_audit(small_disk / "audit.log") == (True, "intact")
+
+
+def test_another_write_error_stops_with_write_error_and_closes_out_what_was_sealed(
+        display: str, keyring_service: str, station_home: Path, tmp_path: Path) -> None:
+    """A write the kernel refuses for another reason than space (here EFBIG: the process's file
+    size limit, as ``ulimit -f`` sets; EIO and a read-only remount take the same path): the
+    recorder stops with ``write-error``, not ``encoder-error``, closes the session out and what
+    was sealed verifies and decodes."""
+    import resource
+    import signal
+
+    def limit() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails with EFBIG instead
+        resource.setrlimit(resource.RLIMIT_FSIZE, (900_000, 900_000))  # > the reserve
+
+    st = make_station(station_home, **{"spool.min_free_mb": 0, "capture.segment_seconds": 120,
+                                       "capture.screen_crf": 10, "capture.camera_crf": 10})
+    data = tmp_path / "data"
+    proc = subprocess.run(record_cmd(st, data, "--duration", "120", "--fake-devices"),
+                          capture_output=True, timeout=240, check=False, preexec_fn=limit)
+    assert proc.stdout, proc.stderr.decode()[-3000:]
+    res = json.loads(proc.stdout)
+    assert res.get("stop_code") == "write-error", (res, proc.stderr.decode()[-2000:])
+    sdir = data / "spool" / res["session_id"]
+    session = json.loads((sdir / "session.json").read_text())
+    assert session["end_reason"] == "write-error"
+    man = json.loads((sdir / "seg-000001.manifest.json").read_text())
+    assert "File too large" in man["truncated"]["media"]["note"]
+    v = subprocess.run([sys.executable, "-m", "station.cli", "verify", res["session_id"], "--json",
+                        "--policy", str(st.policy_path), "--data-dir", str(data)],
+                       capture_output=True, timeout=120, check=False)
+    report = json.loads(v.stdout)
+    assert {p["code"] for p in report["problems"]} <= {"truncated"}, report["problems"]
+    plain, complete = plaintext(sdir / "seg-000001.media.drseg", st.identity)
+    dec = decode_media(plain)
+    assert not complete and (dec.screen_pts_ms[-1] - dec.screen_pts_ms[0]) / 1000 >= res["duration_s"] - 1.5

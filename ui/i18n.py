@@ -36,6 +36,7 @@ TABLE: dict[str, dict[str, str]] = {
     "code_device-lost": {"en": "device lost", "zh_CN": "设备丢失"},
     "code_disk-full": {"en": "disk full", "zh_CN": "磁盘已满"},
     "code_encoder-error": {"en": "encoder error", "zh_CN": "编码错误"},
+    "code_write-error": {"en": "disk write error", "zh_CN": "磁盘写入错误"},
     "code_crash-recovered": {"en": "recovered after a crash", "zh_CN": "崩溃后恢复"},
     "code_consent-refused": {"en": "customer refused", "zh_CN": "客户拒绝"},
     "btn_start": {"en": "Start recording", "zh_CN": "开始录制"},
