@@ -29,15 +29,20 @@ class _Sink:
 
 
 def record(home: Path, recipient: str, segments: int = 2, frames: int = 30,
-           sizes: dict[int, tuple[int, int]] | None = None) -> Path:
+           sizes: dict[int, tuple[int, int]] | None = None, empty: frozenset[int] = frozenset()
+           ) -> Path:
     """A finished session of ``segments`` H.264 segments, 160x120 unless ``sizes[seq]`` says
-    (width, height)."""
+    (width, height); the media of the segments in ``empty`` hold no bytes (the recording ended
+    as they opened: a full disk)."""
     sk = load_signing_key()
     assert sk is not None
     d = home / "spool" / SID
     s = SessionSealer(d, SID, "st-x", [recipient], sk, {"agent": "a"})
     for seq in range(1, segments + 1):
         w = s.open_segment(seq, "media")
+        if seq in empty:
+            s.close_segment(seq, {"frames": 0})
+            continue
         out = av.open(_Sink(w), "w", format="matroska")
         vs = out.add_stream("libx264", rate=FPS)
         w_px, h_px = (sizes or {}).get(seq, (160, 120))
@@ -290,3 +295,23 @@ def test_a_failed_export_leaves_no_unlisted_plaintext(
     left = sorted(p.name for p in out.iterdir())
     assert left == sorted(failed[0]["written"]) and "seg-000002.mkv" not in left, (left, failed)
     assert "seg-000002.mkv" in failed[0]["removed"]
+
+
+def test_a_last_segment_without_media_is_listed_as_left_out_and_the_rest_joins(
+        keyring_service: str, station_home: Path, tmp_path: Path) -> None:
+    """A full disk can end a recording just as a segment opened: its media file holds only its
+    header. The export says so and joins the others (it used to fail the join, exit 5)."""
+    assert main(["keys", "init"]) == 0
+    assert main(["keys", "archive-new", "--out", str(tmp_path / "arch")]) == 0
+    record(station_home, read_recipient_file(tmp_path / "arch" / "archive.pub"), segments=3,
+           empty=frozenset({3}))
+    out = tmp_path / "out"
+    rc = main(["export", SID, "--identity", str(tmp_path / "arch" / "archive.key"), "--out", str(out),
+               "--reason", "disk-full session", "--json"])
+    assert rc == 0
+    assert sorted(p.name for p in out.glob("seg-*.mkv")) == ["seg-000001.mkv", "seg-000002.mkv"]
+    with av.open(str(out / "session.mkv")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 60
+    exp = json.loads((out / "export.json").read_text())
+    assert [(x["seq"], x["kind"]) for x in exp["skipped"]] == [(3, "media")]
+    assert "no media" in exp["skipped"][0]["why"]

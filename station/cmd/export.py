@@ -516,6 +516,12 @@ def run(args: argparse.Namespace, ctx: Context) -> Any:
                             skipped.append({"seq": seq, "kind": kind, "file": info["name"],
                                             "why": f"refused while decrypting: {exc}"})
                             continue
+                        if res["bytes"] == 0:  # e.g. the disk filled as the segment opened
+                            dest.unlink()
+                            skipped.append({"seq": seq, "kind": kind, "file": info["name"],
+                                            "why": "it holds no media (the recording ended as "
+                                                   "this segment opened)"})
+                            continue
                         media.append((seq, dest))
                         written.append(dest.name)
                         if res["truncated"]:

@@ -374,7 +374,8 @@ class SessionSealer:
                 "t": "finished", "segments": self.segments, "last_hash": self.last_hash,
                 "end_reason": str(end_reason), "utc": utc_now_iso()}))
         self.finished = man
-        self._give_back_reserve()
+        if self._reserve is not None:
+            self._reserve.release()  # done with it
         (self.dir / RESERVE).unlink(missing_ok=True)  # one a crashed recording left
         self._release()
         return man
