@@ -6,6 +6,11 @@ committed in tests/data/masking-corpus, one per layout plus two clipped-row case
 the item, from the 16-bit label map, lies in a masked region), decoys wrongly masked (any ink
 pixel masked) and time per frame.
 
+``--generated A:B``: screens drawn by tests/maskgen.py for seeds A..B-1 (layouts, fonts, sizes and
+themes outside the corpus; seeds from 1000 on are held out from tuning): customer values not fully
+hidden (ink pixels), values Tesseract reads off the masked screen (``--tesseract``), non-customer
+items masked (by item and by ink area).
+
 ``--live``: drives a scripted work sequence of real Qt windows under the current X display,
 grabs it with mss at 15 fps through the real-time MaskFilter and prints the CPU used by masking,
 the share of frame area masked over time, the share masked only because OCR had not finished,
@@ -103,6 +108,60 @@ def corpus(args: argparse.Namespace) -> int:
     return 0
 
 
+def generated(args: argparse.Namespace) -> int:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from recorder.masking.masker import mask_image
+    from recorder.masking.ocr import get_engine
+    from tests import maskgen
+
+    a, b = (int(x) for x in args.generated.split(":"))
+    engine = get_engine(args.engine)
+    tot = {"screens": 0, "pii": 0, "leaks": 0, "text": 0, "text_masked": 0, "text_ink": 0, "text_ink_masked": 0,
+           "tess": 0}
+    times = []
+    pool = ThreadPoolExecutor(2)
+    pending = []
+    for seed in range(a, b):
+        scr = maskgen.screen(seed)
+        t0 = time.perf_counter()
+        out, regions = mask_image(scr.image, engine=engine)
+        times.append(time.perf_counter() - t0)
+        m = region_mask(scr.image.shape[:2], regions)
+        s = maskgen.score(scr, m)
+        tot["screens"] += 1
+        for k in ("pii", "text", "text_ink", "text_ink_masked"):
+            tot[k] += s[k]  # type: ignore[operator]
+        tot["leaks"] += len(s["leaks"])  # type: ignore[arg-type]
+        tot["text_masked"] += len(s["text_masked"])  # type: ignore[arg-type]
+        st = f"{scr.layout}/{scr.style['theme']}/{scr.style['size']}px/{'aa' if scr.style['aa'] else 'aliased'}/" \
+             f"{Path(str(scr.style['latin'][0])).stem}"  # type: ignore[index]
+        if args.verbose:
+            for it in s["leaks"]:  # type: ignore[attr-defined]
+                print(f"LEAK seed {seed} {st} {it.cls} {it.text!r} {it.box}")
+            for it in s["text_masked"]:  # type: ignore[attr-defined]
+                print(f"TEXT seed {seed} {st} {it.cls} {it.text!r} {it.box}")
+        if args.tesseract:
+            pending.append((seed, st, scr, pool.submit(maskgen.tesseract_leaks, scr, out)))
+        if args.save:
+            cv2.imwrite(str(Path(args.save) / f"gen_{seed}.png"), scr.image)
+            cv2.imwrite(str(Path(args.save) / f"gen_{seed}_masked.png"), out)
+    for seed, st, _scr, fut in pending:
+        found = fut.result()
+        tot["tess"] += len(found)
+        for it in found:
+            print(f"TESSERACT seed {seed} {st} {it.cls} {it.text!r} {it.box}")
+    print(f"generated screens: seeds {a}..{b - 1} ({tot['screens']}), engine {args.engine}")
+    print(f"customer values not fully hidden (ink pixels): {tot['leaks']} / {tot['pii']}")
+    if args.tesseract:
+        print(f"customer values Tesseract reads off the masked screens: {tot['tess']} / {tot['pii']}")
+    print(f"non-customer items masked: {tot['text_masked']} / {tot['text']} "
+          f"({100 * tot['text_masked'] / max(tot['text'], 1):.2f}%), by ink area "
+          f"{100 * tot['text_ink_masked'] / max(tot['text_ink'], 1):.2f}%")
+    print(f"still path per screen: mean {1000 * np.mean(times):.0f} ms")
+    return 0
+
+
 def live(args: argparse.Namespace) -> int:
     """The scripted Qt work sequence at 15 fps through the MaskFilter, then a plain grab loop."""
     import os
@@ -171,10 +230,16 @@ def main() -> int:
                     "_labels.png); default: the subset committed in tests/data")
     ap.add_argument("--seconds", type=float, default=20.0, help="live: length of the sequence")
     ap.add_argument("--check", action="store_true", help="live: OCR every distinct frame with Tesseract")
+    ap.add_argument("--generated", metavar="A:B", help="screens of tests/maskgen.py for seeds A..B-1 "
+                    "(held out from tuning: 1000 and up)")
+    ap.add_argument("--tesseract", action="store_true", help="generated: also read the masked screens with Tesseract")
+    ap.add_argument("--save", metavar="DIR", help="generated: write the screens and their masked copies here")
     ap.add_argument("-v", "--verbose", action="store_true", help="list leaks and masked decoys")
     args = ap.parse_args()
     if args.live:
         return live(args)
+    if args.generated:
+        return generated(args)
     return corpus(args)
 
 

@@ -199,3 +199,25 @@ def test_redact_text_hides_every_character_of_each_value() -> None:
     for secret in ("13912345678", "6222", "7890", "a.b@example"):
         assert secret not in red
     assert "DD20240512000001" in red and "订单" in red
+
+
+def test_unseen_layout_formats_issue_18() -> None:
+    """Separated and international numbers, brackets read for parentheses, a country code's plus
+    read apart, names after built-in labels; dates after a word ending in a label stay readable."""
+    cases = {
+        "177-9708-7420": ("mobile", "177-9708-7420"),
+        "150 6373 3110": ("mobile", "150 6373 3110"),
+        "+86 138 1234 5678": ("mobile", "+86 138 1234 5678"),
+        "(0731) 3623024-540": ("landline", "(0731) 3623024-540"),
+        "座机{020}86086251工作日有人": ("landline", "{020}86086251"),
+        "电话+ 8615965803577随时可以联系": ("mobile", "+ 8615965803577"),
+        "持卡人：\t曾刚玉": ("name", "曾刚玉"),
+        "110105 19491231 002X": ("id18", "110105 19491231 002X"),
+        "6222 0212 3456 7890 128": ("bank_card", "6222 0212 3456 7890 128"),
+    }
+    for text, want in cases.items():
+        got = [(f.rule, f.value) for f in find_pii(text)]
+        assert want in got, (text, got)
+    for text in ("骚扰电话\t2024-05-13 04:11", "骚扰电话\t09-19 03:13", "客户信息 Customer\t工号 7443",
+                 "企业微信 - 客户会话", "风险等级：\tC3 稳健型"):
+        assert find_pii(text) == [], text

@@ -27,6 +27,10 @@ CLIPPED_STRIP_W = 20  # a thin strip this wide holds several glyphs (a box corne
 CLIPPED_SHORTER = 0.8  # a clipped row's cell keeps at most this share of its column's line height
 DIGITISH = re.compile(r"[0-9０-９OolIS|B]")
 NUMBER_RUN = re.compile(r"[0-9０-９OolIS|B][0-9０-９OolIS|B \-]{5,}[0-9０-９OolIS|B]")
+# a customer number in a cell under a number header: 7+ digits in one run (a mobile's last part,
+# an ID, a card); "坐席 4543 15:30" or "1,000.00元" under a header word of a chat line are not
+CELL_NUMBER = re.compile(r"[0-9０-９OolIS|B](?:[ \-()]{0,2}[0-9０-９OolIS|B]){6,}")
+DIGIT_RUN4 = re.compile(r"[0-9０-９]{4}")
 
 
 @dataclass(slots=True)
@@ -79,7 +83,47 @@ def _char_box(line: Line, first: int, last: int, width: int, height: int) -> Box
     right = line.crop_x0 + (spans[last][1] + spans[last + 1][0]) / 2 if last + 1 < len(spans) else b.x1
     x0 = max(b.x0, int(left) - PAD_X) if first > 0 else b.x0 - PAD_X
     x1 = min(b.x1, int(right + 0.999) + PAD_X) if last + 1 < len(spans) else b.x1 + PAD_X
+    ink = r.ink_cols
+    if ink:  # edges between glyphs: see _edge
+        if first > 0:
+            x0 = max(b.x0, line.crop_x0 + _edge(ink, spans[first - 1], spans[first], x0 - line.crop_x0, -1, b.h))
+        if last + 1 < len(spans):
+            x1 = min(b.x1, line.crop_x0 + 1 + _edge(ink, spans[last], spans[last + 1], x1 - 1 - line.crop_x0, 1, b.h))
     return Box(max(0, x0), max(0, b.y0 - PAD_Y), min(width, x1), min(height, b.y1 + PAD_Y))
+
+
+def _edge(ink: bytes, before: tuple[float, float], after: tuple[float, float], est: int, out: int, h: int) -> int:
+    """The crop column where a finding's mask ends, between the glyph read at ``before`` and the one
+    at ``after`` (CTC spans, a few pixels off at 11-13 px); ``out`` is -1 for a left edge, +1 for
+    a right edge, ``est`` the padded midpoint estimate. A blank gap of 2+ columns between the two
+    glyphs' centres (a space, the gap between a number and the text beside it) is where the mask
+    stops, its last blank column next to the finding masked; with no such gap the estimate moves
+    outwards off any glyph it lies on to the next blank column (never inwards)."""
+    lo = int((before[0] + before[1]) / 2) + 1
+    hi = min(len(ink), int((after[0] + after[1]) / 2))
+    best: tuple[float, int] | None = None
+    c = lo
+    while c < hi:
+        if ink[c]:
+            c += 1
+            continue
+        g0 = c
+        while c < hi and not ink[c]:
+            c += 1
+        if c - g0 >= 2:
+            edge = c if out < 0 else g0 - 1  # the blank column next to the finding's glyph
+            edge = edge - 1 if out < 0 else edge + 1  # and one more: never a grey fringe left
+            dist = abs((g0 + c - 1) / 2 - est)
+            if best is None or dist < best[0]:
+                best = (dist, edge)
+    if best is not None:
+        return best[1]
+    c = est
+    reach = max(3, h // 2)
+    stop = c + out * reach
+    while 0 <= c < len(ink) and c != stop and ink[c]:
+        c += out
+    return min(est, c) if out < 0 else max(est, c)
 
 
 def decide(lines: Sequence[Line], width: int, height: int,
@@ -147,7 +191,7 @@ def decide(lines: Sequence[Line], width: int, height: int,
                            default=0.0)
                 regions.append(Region(u, f.rule, conf, f.value))
     # column headers that are labels mark the cells below them
-    for i, hdr, htext in _header_segments(lines):
+    for i, hdr, htext, segment in _header_segments(lines):
         kind = label_kind(htext, labels, fuzzy=True)
         if kind is None:
             continue
@@ -163,10 +207,12 @@ def decide(lines: Sequence[Line], width: int, height: int,
             if kind == "name":
                 text = re.sub(r"^[\x00-\x7f\W]+", "", text)  # a row number joined to the cell
                 hit = bool(NAME_RE.fullmatch(text)) and text not in NOT_NAMES
+                if segment:  # a word of a wider line ("客户信息 Customer"): only what looks like a name
+                    hit = hit and _person_name(text)
             elif kind == "address":
                 hit = len(text) >= 4
             else:
-                hit = "*" not in text and (len(DIGITISH.findall(text)) >= 6 or "@" in text)
+                hit = "*" not in text and (bool(CELL_NUMBER.search(text)) or "@" in text)
             if hit:
                 regions.append(Region(cell.box.pad(PAD_X, PAD_Y, width, height),
                                       "name" if kind == "name" else kind if kind == "address" else "labelled",
@@ -237,25 +283,27 @@ def _column_neighbour(lines: Sequence[Line], i: int) -> Box | None:
     return best
 
 
-def _header_segments(lines: Sequence[Line]) -> list[tuple[int, Box, str]]:
+def _header_segments(lines: Sequence[Line]) -> list[tuple[int, Box, str, bool]]:
     """Possible column headers: short read lines without a colon, and the space-separated parts
-    of wider lines (a header row detected as one line), with their x ranges from the OCR spans."""
-    out: list[tuple[int, Box, str]] = []
+    of wider lines (a header row detected as one line), with their x ranges from the OCR spans
+    (the last field says so). A wider line holding a 4-digit run is content ("身份证 3207..."),
+    not a header row."""
+    out: list[tuple[int, Box, str, bool]] = []
     for i, ln in enumerate(lines):
         r = ln.reading
         if r is None or not r.text or ":" in r.text or "：" in r.text:
             continue
         if len(r.text) <= 8:
-            out.append((i, ln.box, r.text))
+            out.append((i, ln.box, r.text, False))
             continue
-        if not r.spans or len(r.spans) != len(r.text):
+        if not r.spans or len(r.spans) != len(r.text) or DIGIT_RUN4.search(r.text):
             continue
         for m in re.finditer(r"\S+", r.text):
             if len(m.group(0)) > 8:
                 continue
             x0 = int(ln.crop_x0 + r.spans[m.start()][0]) - 4
             x1 = int(ln.crop_x0 + r.spans[m.end() - 1][1]) + 4
-            out.append((i, Box(max(ln.box.x0, x0), ln.box.y0, min(ln.box.x1, x1), ln.box.y1), m.group(0)))
+            out.append((i, Box(max(ln.box.x0, x0), ln.box.y0, min(ln.box.x1, x1), ln.box.y1), m.group(0), True))
     return out
 
 
@@ -274,8 +322,13 @@ SURNAMES = set("王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑�
                "柯纪梅童凌毕季裴霍涂苗谷盛翁冉骆蓝游辛靳管柴蒙鲍喻祁蒲滕屈饶牟艾尤穆农卓缪褚娄窦戚岑党宫"
                "费卜冷晏卫柏宗瞿桂佟臧闵苟邬卞姬仇栾隋刁巫寇桑郎甄丛仲虞敖巩佘麻苑迟邝")
 COMPOUND = ("上官", "欧阳", "诸葛", "司马", "东方", "皇甫", "令狐", "慕容", "尉迟", "长孙", "宇文", "司徒",
-            "夏侯", "公孙")
+            "夏侯", "公孙", "歐陽", "諸葛", "司馬", "長孫")
+# traditional forms OCR returns for simplified surnames (黄 read as 黃)
+SURNAMES |= set("黃陳張劉楊趙吳孫馬鄭羅謝許韓馮鄧蕭葉蘇呂盧錢湯龍賀顧龔萬嚴莊聶魯嶽歐齊喬龐顏鍾譚陸範韋鄒閆"
+                "薑蔣蔡餘杜魏丁任沈姚崔廖賈夏付方白孟熊秦邱江尹薛段雷侯史陶黎毛郝邵覃武戴莫孔向常溫康施樊葛邢"
+                "易伍倪章殷詹耿焦俞左柳甘祝包寧符舒阮柯紀梅童凌畢季裴霍塗苗谷盛翁冉駱藍遊辛靳管柴蒙鮑喻祁蒲滕屈饒")
 NAME_CELL = re.compile(r"[\u4e00-\u9fff]{2,4}")
+SHORT_CJK = re.compile(r"[\u4e00-\u9fff]{1,4}")
 
 
 def _person_name(text: str) -> bool:
@@ -294,8 +347,22 @@ def _name_columns(lines: Sequence[Line], masked_whole: set[int], regions: list[R
         x = lines[i].box.x0
         key = next((k for k in by_col if abs(k - x) <= 6), x)
         by_col.setdefault(key, []).append(i)
-    for members in by_col.values():
+    for key, members in by_col.items():
         if len(members) >= 3:
+            # cells of that column between its names that OCR read short or odd ("刘" for "刘飞"):
+            # one to four CJK characters in a name column are a name too
+            top = min(lines[i].box.y0 for i in members)
+            bottom = max(lines[i].box.y1 for i in members)
+            step = max(lines[i].box.h for i in members) * 3
+            for j, ln in enumerate(lines):
+                r = ln.reading
+                if j in members or j in masked_whole or r is None or abs(ln.box.x0 - key) > 6:
+                    continue
+                if not top <= ln.box.y0 <= bottom + step:
+                    continue  # not above the first name: the header is there
+                t = re.sub(r"^[\x00-\x7f\W]+", "", r.text.strip())
+                if SHORT_CJK.fullmatch(t) and t not in NOT_NAMES and label_kind(t) is None:
+                    members.append(j)
             for i in members:
                 ln = lines[i]
                 masked_whole.add(i)

@@ -37,6 +37,8 @@ from station.policy import DEFAULT_LABELS
 CONFUSABLE = {"O": "0", "o": "0", "l": "1", "I": "1", "|": "1", "]": "1", "[": "1", "!": "1",
               "S": "5", "s": "5", "B": "8"}
 SEPARATORS = set(" -()\u00a0")
+# brackets OCR reads for the parentheses of "(0731) 3623024": folded to parentheses (same length)
+BRACKETS = {"{": "(", "}": ")", "\uff5b": "(", "\uff5d": ")"}
 ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 ID_CHECK = "10X98765432"
 NUMBER_LABEL_KINDS = ("mobile", "landline", "id18", "bank_card", "email")
@@ -59,12 +61,18 @@ EMAIL_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._%+\-]*(?: [A-Za-z0-9._%+\-]+)?\s?
 INLINE_NAME_LABELS = ("客户姓名", "姓名", "客户", "联系人", "持卡人", "户名")
 INLINE_NUMBER_LABELS = ("证件号码", "证件号", "证件", "身份证号", "身份证", "卡号", "银行卡", "手机号", "手机",
                         "电话", "座机", "号码")
-NOT_AFTER_LABEL = re.compile(r"(管理|详情|列表|资料|编号|等级|信息|查询|服务|经理|类型|来源|姓名|基本|中心|名称|满意|投诉|"
+NOT_AFTER_LABEL = re.compile(r"(工号|会话|坐席|热线|稳健|风险|理财|产品|管理|详情|列表|资料|编号|等级|信息|查询|服务|经理|类型|来源|姓名|基本|中心|名称|满意|投诉|"
                              r"回访|电话|手机|地址|号码|证件|卡号|银行|邮箱|备注|状态|画像|标签|分析|来电|反馈|需求|"
                              r"同意|确认|签名|告知|须知|身份|本人|您好|你好|已|未|的)")
 INLINE_NAME_RE = re.compile(rf"({'|'.join(INLINE_NAME_LABELS)}) ?([{CJK}]{{2,8}})")
 INLINE_NUMBER_RE = re.compile(rf"({'|'.join(INLINE_NUMBER_LABELS)})(?:是|为)?[:：]?\s?([0-9０-９OolIS|B\]\[!Xx][0-9０-９OolIS|B\]\[!Xx \-]{{4,}}[0-9０-９OolIS|B\]\[!Xx])")
 DIGITS_LIKE = re.compile(r"[0-9OolIS|B]")
+# a number worth masking after a label: 6+ digits in one run (spaces, dashes, parentheses between
+# groups); dates, times and amounts are cut by their punctuation and never make one
+DATE_TIME = re.compile(r"(?:19|20)\d{2}\s?[-/.年]\s?\d{1,2}\s?[-/.月]\s?\d{1,2}日?|\b\d{1,2}[-/月]\d{1,2}日?\b|\d{1,2}\s?[:：]\s?\d{2}(?:\s?[:：]\s?\d{2})?")
+NUMBER_AFTER_LABEL = re.compile(r"[0-9OolIS|B](?:[ \-()]{0,2}[0-9OolIS|B]){5,}")
+# name labels recognised whatever the policy lists (the policy adds its own)
+BUILTIN_NAME_LABELS = ("持卡人", "户名")
 NAME_STOP = "来的在说要先女已于和与了对是，"
 NOT_NAMES = {"先生", "女士", "客户", "会员", "本人", "用户", "您好", "你好", "坐席", "客服"}
 
@@ -140,6 +148,7 @@ def fold(text: str) -> str:
     out = []
     for ch in text:
         n = unicodedata.normalize("NFKC", ch)
+        n = BRACKETS.get(n, n)
         out.append(n if len(n) == 1 else ch)
     return "".join(out)
 
@@ -251,6 +260,10 @@ def _number_findings(text: str, norm: str) -> list[Finding]:
                     continue
                 while s > 0 and norm[s - 1] in "+(":
                     s -= 1
+                if s > 1 and norm[s - 1] == " " and norm[s - 2] in "+(":
+                    s -= 2  # "+ 86 ...": a country code's plus read apart
+                    while s > 0 and norm[s - 1] in "+(":
+                        s -= 1
                 best.append(Finding(rule, s, e, text[s:e]))
                 taken.append((s, e))
                 break
@@ -363,8 +376,9 @@ def _labelled_findings(text: str, labels: Sequence[str]) -> list[Finding]:
             stripped = value.rstrip()
             off = v0 + (len(value) - len(value.lstrip()))
             if kind == "labelled" and ("*" in stripped or label_kind(stripped, labels) is not None
-                                       or (len(DIGITS_LIKE.findall(stripped)) < 4 and "@" not in stripped)):
+                                       or (not NUMBER_AFTER_LABEL.search(DATE_TIME.sub("/", fold(stripped))) and "@" not in stripped)):
                 continue  # already shown shielded, another label (a table header), or no number
+                # (a date, a time or an amount after "骚扰电话" is no customer number)
             out.append(Finding(kind if kind == "address" else "labelled", off, v0 + len(stripped),
                                stripped.strip()))
     return out
@@ -376,6 +390,8 @@ def find_pii(text: str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Finding]
         return []
     folded = fold(text)
     norm = _digitise(folded)
+    if any(x not in labels for x in BUILTIN_NAME_LABELS):
+        labels = [*labels, *(x for x in BUILTIN_NAME_LABELS if x not in labels)]
     found = _number_findings(text, norm)
     for m in EMAIL_RE.finditer(folded):
         found.append(Finding("email", m.start(), m.end(), text[m.start():m.end()]))
@@ -396,7 +412,7 @@ def find_pii(text: str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Finding]
                 break
         found.append(Finding("name", m.start(2), m.start(2) + n, text[m.start(2):m.start(2) + n]))
     for m in INLINE_NUMBER_RE.finditer(folded):
-        if sum(c.isdigit() for c in _digitise(m.group(2))) >= 6:
+        if sum(c.isdigit() for c in DATE_TIME.sub("/", _digitise(m.group(2)))) >= 6:
             found.append(Finding("labelled", m.start(2), m.end(2), text[m.start(2):m.end(2)]))
     found.sort(key=lambda f: (f.start, -f.end))
     merged: list[Finding] = []
