@@ -315,3 +315,40 @@ def test_a_last_segment_without_media_is_listed_as_left_out_and_the_rest_joins(
     exp = json.loads((out / "export.json").read_text())
     assert [(x["seq"], x["kind"]) for x in exp["skipped"]] == [(3, "media")]
     assert "no media" in exp["skipped"][0]["why"]
+
+
+def test_a_segment_cut_before_one_stream_has_a_frame_still_joins(tmp_path: Path) -> None:
+    """The disk can fill when a segment holds frames of one stream but not yet of another: the
+    demuxer cannot tell that stream's pixel format (None). That is not another codec set-up: the
+    join goes on (it refused: 'segment 2 has other streams than segment 1', exit 5)."""
+    from station.cmd.export import _concat
+
+    def segment(path: Path, first: int, frames_b: int) -> None:
+        with av.open(str(path), "w", format="matroska") as out:
+            streams = []
+            for title in ("screen", "camera"):
+                vs = out.add_stream("libx264", rate=FPS)
+                vs.width, vs.height, vs.pix_fmt = 160, 120, "yuv420p"
+                vs.time_base = Fraction(1, 1000)
+                vs.options = {"tune": "zerolatency", "preset": "veryfast"}
+                vs.metadata["title"] = title
+                streams.append(vs)
+            for vs, count in zip(streams, (FPS, frames_b), strict=True):
+                for n in range(first, first + count):
+                    frame = av.VideoFrame.from_ndarray(np.full((120, 160, 3), n % 256, np.uint8),
+                                                       format="rgb24")
+                    frame.pts, frame.time_base = n * 1000 // FPS, Fraction(1, 1000)
+                    for pkt in vs.encode(frame):
+                        out.mux(pkt)
+                for pkt in vs.encode(None):
+                    out.mux(pkt)
+
+    segment(tmp_path / "s1.mkv", 0, FPS)
+    segment(tmp_path / "s2.mkv", FPS, 0)
+    with av.open(str(tmp_path / "s2.mkv")) as c:
+        assert c.streams.video[1].codec_context.format is None  # the situation
+    why, _notes = _concat([(1, tmp_path / "s1.mkv"), (2, tmp_path / "s2.mkv")], tmp_path / "all.mkv",
+                          frozenset({2}))
+    assert why is None
+    with av.open(str(tmp_path / "all.mkv")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 2 * FPS

@@ -116,6 +116,14 @@ def _stream_key(s: Any) -> tuple[Any, ...]:
     return (s.type, cc.name, s.metadata.get("title"), bytes(cc.extradata or b""), *extra)
 
 
+def _same_layout(a: list[tuple[Any, ...]], b: list[tuple[Any, ...]]) -> bool:
+    """Stream keys equal, where a field the demuxer could not fill (None: e.g. the pixel format
+    of a stream cut before its first frame) matches anything."""
+    return len(a) == len(b) and all(
+        len(x) == len(y) and all(u is None or v is None or u == v for u, v in zip(x, y, strict=True))
+        for x, y in zip(a, b, strict=True))
+
+
 def _describe(key: tuple[Any, ...]) -> str:
     return f"{key[2] or key[0]} {key[1]}" + (f" {key[4]}x{key[5]}" if key[0] == "video" else "")
 
@@ -189,7 +197,7 @@ def _concat(parts: list[tuple[int, Path]], dest: Path, cut: frozenset[int] = fro
             raise _JoinError("no segment has readable media")
         seq0, _, layout, _ = probes[0]
         for seq, _, streams, _ in probes[1:]:
-            if streams != layout:
+            if not _same_layout(streams, layout):
                 raise _JoinError(
                     f"segment {seq} has other streams than segment {seq0} "
                     f"({', '.join(map(_describe, streams))} vs {', '.join(map(_describe, layout))}), "
