@@ -193,7 +193,7 @@ def decide(lines: Sequence[Line], width: int, height: int,
     # column headers that are labels mark the cells below them
     for i, hdr, htext, segment in _header_segments(lines):
         kind = label_kind(htext, labels, fuzzy=True)
-        if kind is None:
+        if kind is None or (not segment and _row_label(lines, rows, row_of, i, kind)):
             continue
         for j, cell in enumerate(lines):
             if j == i or j in masked_whole or cell.box.y0 <= hdr.y1 or cell.box.y0 > hdr.y1 + 900:
@@ -241,6 +241,25 @@ def decide(lines: Sequence[Line], width: int, height: int,
                 regions.append(Region(_char_box(ln, m.start(), m.end() - 1, width, height), "uncertain",
                                       conf, m.group(0)))
     return regions
+
+
+def _row_label(lines: Sequence[Line], rows: Sequence[Sequence[int]], row_of: dict[int, int], i: int,
+               kind: str) -> bool:
+    """A label without a colon whose value stands right of it in its row ("地址  湖南省长沙市...",
+    a form): the row's detectors read that value; the lines below it are other labels, not cells
+    of a column it heads."""
+    row = rows[row_of[i]] if i in row_of else []
+    right = [j for j in row if lines[j].box.x0 >= lines[i].box.x1 and lines[j].reading is not None]
+    if not right:
+        return False
+    j = min(right, key=lambda k: lines[k].box.x0)
+    rd = lines[j].reading
+    text = rd.text.strip() if rd is not None else ""
+    if kind == "name":
+        return _person_name(text)
+    if kind == "address":
+        return len(text) >= 8 and bool(re.search(r"[省市区县路街号]", text))
+    return bool(CELL_NUMBER.search(text)) or "@" in text
 
 
 def _clipped_lines(lines: Sequence[Line], rows: Sequence[Sequence[int]]) -> set[int]:

@@ -393,6 +393,11 @@ def find_pii(text: str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Finding]
     if any(x not in labels for x in BUILTIN_NAME_LABELS):
         labels = [*labels, *(x for x in BUILTIN_NAME_LABELS if x not in labels)]
     found = _number_findings(text, norm)
+    if "." in norm:  # dashes read as dots at 11-12 px ("130.5112.8286"): phones and IDs only
+        dotted = re.sub(r"(?<=\d)\.(?=\d)", "-", norm)
+        if dotted != norm:
+            found += [f for f in _number_findings(text, dotted) if f.rule in ("mobile", "landline", "id18")
+                      and "." in text[f.start:f.end] and not _overlaps(f, found)]
     for m in EMAIL_RE.finditer(folded):
         found.append(Finding("email", m.start(), m.end(), text[m.start():m.end()]))
     for m in ADDRESS_RE.finditer(folded):
@@ -424,6 +429,10 @@ def find_pii(text: str, labels: Sequence[str] = DEFAULT_LABELS) -> list[Finding]
             continue
         merged.append(f)
     return merged
+
+
+def _overlaps(f: Finding, others: Sequence[Finding]) -> bool:
+    return any(f.start < o.end and f.end > o.start for o in others)
 
 
 def redact_text(text: str, labels: Sequence[str] = DEFAULT_LABELS) -> tuple[str, list[Finding]]:
