@@ -9,6 +9,12 @@ their ratio (target <= 0.9), dropped frames and peak RSS. The station runs with 
 default (the policy default is on; ffmpeg does no masking): ``--masking`` measures it on. The
 station also burns in its watermark, which the ffmpeg reference does not draw.
 
+The screen is realistic by default (``--screen scene``): during each measured process a seat at
+work is shown on the Xvfb display (tests/mask_scene.py --loop: a CRM window whose customer table
+scrolls a row every 0.4 s, a customer card, a notes window raised over the form every 6 s), so
+both programs encode, and the station masks, a screen that changes. ``--screen blank`` records the
+empty Xvfb root window (the figures before 2026-12-07).
+
 The project's modules are byte-compiled before the runs, as in an installed station (the
 PyInstaller build ships bytecode; an editable install under PYTHONDONTWRITEBYTECODE=1 would
 otherwise compile ~0.1 CPU s of source at every start).
@@ -26,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
 import json
 import os
 import re
@@ -36,6 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -133,6 +141,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=1, help="station/ffmpeg pairs, alternated (default 1)")
     ap.add_argument("--baseline", metavar="REV", help="also run the station of this git revision "
                     "in every run (same machine, same period)")
+    ap.add_argument("--screen", choices=("scene", "blank"), default="scene",
+                    help="what the screen shows while recording (default: a seat at work)")
     ap.add_argument("--masking", action="store_true",
                     help="station with screen masking on (policy default; ffmpeg has no equivalent, so "
                          "the fair ratio is without it)")
@@ -156,12 +166,17 @@ def main() -> None:
         make_camera(cam)
         try:
             for run in range(1, args.runs + 1):
-                print(f"run {run}/{args.runs}: standard profile, {args.seconds:g} s, masking "
-                      f"{'on' if args.masking else 'off'}, load average before: "
-                      f"{os.getloadavg()[0]:.2f}")
-                st = _station_run(Path(tmp) / f"home{run}", args, cam, None)
-                bs = _station_run(Path(tmp) / f"base{run}", args, cam, base) if base else None
-                ff = ffmpeg(args.seconds, cam)
+                print(f"run {run}/{args.runs}: standard profile, {args.seconds:g} s, screen "
+                      f"{args.screen}, masking {'on' if args.masking else 'off'}, load average "
+                      f"before: {os.getloadavg()[0]:.2f}")
+                with _scene(args):
+                    st = _station_run(Path(tmp) / f"home{run}", args, cam, None)
+                bs = None
+                if base:
+                    with _scene(args):
+                        bs = _station_run(Path(tmp) / f"base{run}", args, cam, base)
+                with _scene(args):
+                    ff = ffmpeg(args.seconds, cam)
                 print(f"load average after: {os.getloadavg()[0]:.2f}")
                 ratios.append(report(st, ff, args.seconds, bs, args.baseline))
                 if bs is not None:
@@ -176,6 +191,23 @@ def main() -> None:
     if vs_base:
         print(f"station / station@{args.baseline}: {', '.join(f'{r:.3f}' for r in sorted(vs_base))}; "
               f"median {statistics.median(vs_base):.3f}")
+
+
+@contextlib.contextmanager
+def _scene(args: argparse.Namespace) -> Iterator[None]:
+    """The seat's screen for one measured process (its own process: counted in neither)."""
+    if args.screen != "scene":
+        yield
+        return
+    from tests.masklive import start_scene
+
+    proc, _info = start_scene(args.seconds + 30, loop=True)
+    try:
+        time.sleep(1.0)  # windows mapped and painted
+        yield
+    finally:
+        proc.terminate()
+        proc.wait(10)
 
 
 def _station_run(home: Path, args: argparse.Namespace, cam: Path, code: Path | None

@@ -4,7 +4,8 @@ Windows (real Qt widgets): a CRM window with a customer table that scrolls and a
 phone field the test fills by typing with xdotool; a notes window that is raised over it; a new
 customer card that pops up. Every PII value is in PLANTED below; decoys stay readable.
 Prints one JSON line ``{"ready": true, "field": [x, y], ...}`` when shown, then follows its
-timeline (seconds after start) and exits at the end.
+timeline (seconds after start) and exits at the end. ``--loop`` (bench/record_vs_ffmpeg.py): the
+table scrolls a row every 0.4 s and the notes window comes and goes every 6 s until the end.
 """
 
 from __future__ import annotations
@@ -96,13 +97,25 @@ def main() -> int:
     def at(t: float, fn) -> None:  # type: ignore[no-untyped-def]
         QTimer.singleShot(int(t * 1000), fn)
 
-    for k in range(8):
-        at(1.0 + 0.35 * k, lambda k=k: table.verticalScrollBar().setValue(3 * (k + 1)))
-    at(seconds * 0.45, card.show)
-    at(seconds * 0.6, notes.show)
-    at(seconds * 0.6, notes.raise_)
-    at(seconds * 0.8, crm.raise_)
-    at(seconds * 0.8, notes.hide)
+    if "--loop" in sys.argv:  # bench: a seat at work for the whole run, the same every time
+        bar = table.verticalScrollBar()
+        scroll = QTimer()
+        scroll.timeout.connect(lambda: bar.setValue((bar.value() + 1) % (bar.maximum() + 1)))
+        scroll.start(400)  # a row every 0.4 s: the agent reads down the list
+        at(2.0, card.show)
+        for t in range(6, int(seconds), 12):  # notes raised over the form, then back
+            at(t, notes.show)
+            at(t, notes.raise_)
+            at(t + 6, crm.raise_)
+            at(t + 6, notes.hide)
+    else:
+        for k in range(8):
+            at(1.0 + 0.35 * k, lambda k=k: table.verticalScrollBar().setValue(3 * (k + 1)))
+        at(seconds * 0.45, card.show)
+        at(seconds * 0.6, notes.show)
+        at(seconds * 0.6, notes.raise_)
+        at(seconds * 0.8, crm.raise_)
+        at(seconds * 0.8, notes.hide)
     at(seconds, app.quit)
 
     def ready() -> None:

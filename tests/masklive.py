@@ -35,10 +35,10 @@ class LiveRun:
     cpu_s: float = 0.0
 
 
-def start_scene(seconds: float) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+def start_scene(seconds: float, loop: bool = False) -> tuple[subprocess.Popen[str], dict[str, Any]]:
     env = dict(os.environ, QT_QPA_PLATFORM="xcb")
-    proc = subprocess.Popen([sys.executable, str(HERE / "mask_scene.py"), str(seconds)], stdout=subprocess.PIPE,
-                            text=True, env=env)
+    proc = subprocess.Popen([sys.executable, str(HERE / "mask_scene.py"), str(seconds),
+                             *(["--loop"] if loop else [])], stdout=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     info = json.loads(line)
