@@ -170,3 +170,19 @@ def test_unknown_engine_is_a_clear_error() -> None:
 
     with pytest.raises(OcrUnavailable, match="unknown engine"):
         get_engine("easyocr")
+
+
+def test_ocr_batches_are_capped_by_line_width_and_count_and_cover_every_line_once() -> None:
+    """onnxruntime keeps the memory of its largest batch: 16 lines 1800 px wide held ~450 MB for
+    the rest of the recording. Batches stay under ``batch_px`` of padded width (a single wider
+    line goes alone) and ``max_batch`` lines, in the width order given."""
+    from recorder.masking.ocr import get_engine
+
+    eng = get_engine("onnx")
+    widths = [40] * 40 + [300, 600, 900, 1800, 2500]
+    order = list(range(len(widths)))
+    batches = list(eng._batches(order, widths))
+    assert [i for b in batches for i in b] == order
+    assert all(len(b) <= eng.max_batch for b in batches)
+    assert all(len(b) == 1 or len(b) * max(widths[i] for i in b) <= eng.batch_px for b in batches)
+    assert [len(b) for b in batches[:3]] == [16, 16, 8] and batches[-1] == [44]
