@@ -16,6 +16,7 @@ from station.review.player import CAMERA, SCREEN, PlaybackClock, Player, VideoFr
 from station.review.session import TimelineItem
 from ui.qt import (
     QBrush,
+    QCheckBox,
     QColor,
     QComboBox,
     QHBoxLayout,
@@ -45,8 +46,30 @@ COLOURS = {
     "ok": "#3a9d5d", "truncated": "#e0a030", "altered": "#d03030", "missing": "#d03030",
     "reordered": "#d03030", "untrusted": "#b05090", "unsigned": "#b05090", "unverified": "#888888",
     "marker": "#1565c0", "consent": "#00897b", "event": "#607d8b", "pause": "#9e9e9e", "gap": "#bdbdbd",
-    "masked": "#7e57c2", "qc": "#ef6c00", "playhead": "#111111",
+    "masked": "#7e57c2", "pending": "#e91e63", "rule": "#00838f", "qc": "#ef6c00", "playhead": "#111111",
 }
+
+# The masking ledger's rules as the reviewer reads them (translated by the review window's table).
+RULE_NAMES = {
+    "mobile": "mobile number", "landline": "landline number", "id18": "ID number", "id15": "ID number",
+    "bank_card": "bank card number", "labelled": "labelled value", "uncertain": "possible number",
+    "name": "name", "address": "address", "email": "email address", "window": "window rule",
+    "frame_error": "analysis error: whole frame", "clipped": "clipped line (masked whole)",
+    "unreadable": "unreadable line (masked whole)",
+    "unresolved": "not yet read (evidence gap)", "context_pending": "not yet read (evidence gap)",
+}
+NON_VALUE_RULES = ("window", "frame_error", "clipped", "unreadable")
+MASK_TOLERANCE_S = 0.06  # ledger times vs the shown frame's pts (ms rounding, origin estimate)
+
+
+def rule_label(rule: str) -> str:
+    """The human name of a ledger rule in the review window's language."""
+    return _tr(RULE_NAMES.get(rule, rule))
+
+
+def mask_colour(rule: str, pending: bool) -> str:
+    """Outline colour on the frame and the timeline: pending (evidence gap), rule, or value."""
+    return COLOURS["pending" if pending else "rule" if rule in NON_VALUE_RULES else "masked"]
 
 
 def _tr(text: str) -> str:
@@ -69,9 +92,10 @@ class TimelineWidget(QWidget):
     """
 
     seek_requested = Signal(float)
-    ROWS = ("segment", "marker", "event", "pause", "masked", "qc")
+    ROWS = ("segment", "marker", "event", "pause", "masked", "pending", "qc")
     ROW_NAMES: ClassVar[dict[str, str]] = {"segment": "segments", "marker": "markers", "event": "op-log",
-                                           "pause": "pauses", "masked": "masked", "qc": "QC"}
+                                           "pause": "pauses", "masked": "masked", "pending": "not yet read",
+                                           "qc": "QC"}
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -114,8 +138,9 @@ class TimelineWidget(QWidget):
             p.setPen(QColor("#e0e0e0"))
             p.drawLine(QPointF(8, r.bottom()), QPointF(self.width() - 8, r.bottom()))
             p.setPen(QColor("#9e9e9e"))
-            p.drawText(QRectF(self.width() - 60, r.top(), 52, r.height()),
-                       int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight), self.ROW_NAMES[row])
+            p.drawText(QRectF(self.width() - 90, r.top(), 82, r.height()),
+                       int(Qt.AlignmentFlag.AlignVCenter | Qt.AlignmentFlag.AlignRight),
+                       _tr(self.ROW_NAMES[row]))
         for it in self.items:
             row = "pause" if it.kind == "gap" else it.kind
             r = self._row_rect(row)
@@ -141,6 +166,8 @@ class TimelineWidget(QWidget):
                 p.drawLine(QPointF(x0, r.top() + 3), QPointF(x0, r.bottom() - 3))
             else:
                 colour = QColor(COLOURS.get(it.kind, "#999999"))
+                if it.kind == "masked":
+                    colour = QColor(mask_colour(it.label, False))
                 colour.setAlpha(170)
                 p.fillRect(QRectF(x0, r.top() + 3, max(2.0, x1 - x0), r.height() - 6), colour)
         x = self.x_of(self.position_s)
@@ -172,6 +199,34 @@ def to_pixmap(frame: VideoFrame, width: int, height: int) -> QPixmap:
                      Qt.TransformationMode.SmoothTransformation)
 
 
+def draw_masks(pm: QPixmap, frame_w: int, frame_h: int, masks: list[tuple[Any, ...]]) -> None:
+    """Outline and label each (box [x0, y0, x1, y1] in frame pixels, label, colour) on ``pm``,
+    the frame scaled to ``pm``'s size."""
+    if not masks or frame_w <= 0 or frame_h <= 0:
+        return
+    sx, sy = pm.width() / frame_w, pm.height() / frame_h
+    p = QPainter(pm)
+    font = p.font()
+    font.setPointSize(7)
+    p.setFont(font)
+    fm_h = p.fontMetrics().height()
+    for box, label, colour in masks:
+        x0, y0, x1, y1 = box
+        r = QRectF(x0 * sx, y0 * sy, max(1.0, (x1 - x0) * sx), max(1.0, (y1 - y0) * sy))
+        pen = QPen(QColor(colour), 2)
+        pen.setJoinStyle(Qt.PenJoinStyle.MiterJoin)
+        p.setPen(pen)
+        p.setBrush(Qt.BrushStyle.NoBrush)
+        p.drawRect(r)
+        tw = p.fontMetrics().horizontalAdvance(label) + 6
+        ty = r.top() - fm_h - 1 if r.top() >= fm_h + 1 else r.bottom() + 1
+        tag = QRectF(r.left(), ty, tw, fm_h)
+        p.fillRect(tag, QColor(colour))
+        p.setPen(QColor("white"))
+        p.drawText(tag, int(Qt.AlignmentFlag.AlignCenter), label)
+    p.end()
+
+
 class VideoPane(QLabel):
     def __init__(self, title: str, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -181,22 +236,56 @@ class VideoPane(QLabel):
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setStyleSheet("background: #202020; color: #bbbbbb;")
         self.shown_pts: float | None = None
+        self.frame_size: tuple[int, int] | None = None  # (width, height) of the shown frame
+        self.shown_masks: list[tuple[Any, ...]] = []
+        self._key: tuple[Any, ...] | None = None
         self.blank(f"{title}: —")
 
     def blank(self, text: str) -> None:
         self.shown_pts = None
+        self.frame_size = None
+        self.shown_masks = []
+        self._key = None
         self.clear()
         self.setText(text)
 
-    def show_frame(self, frame: VideoFrame | None, gap_text: str) -> None:
+    def show_frame(self, frame: VideoFrame | None, gap_text: str,
+                   masks: Any = None) -> None:
+        """Show ``frame`` scaled to the pane; ``masks(pts_s)`` gives the (box, label, colour)
+        outlines to draw over it (boxes in the frame's pixels)."""
         if frame is None:
             if self.shown_pts is not None or not self.text():
                 self.blank(gap_text)
             return
-        if frame.pts_s == self.shown_pts:
+        shown = list(masks(frame.pts_s)) if masks is not None else []
+        key = (frame.pts_s, self.width(), self.height(), tuple((tuple(b), lb, c) for b, lb, c in shown))
+        if key == self._key:
             return
+        self._key = key
         self.shown_pts = frame.pts_s
-        self.setPixmap(to_pixmap(frame, max(1, self.width()), max(1, self.height())))
+        pm = to_pixmap(frame, max(1, self.width()), max(1, self.height()))
+        w, h = frame.width, frame.height  # the screen stream's own size: ledger boxes are in it
+        self.frame_size = (w, h)
+        self.shown_masks = shown
+        draw_masks(pm, w, h, shown)
+        self.setPixmap(pm)
+
+    def frame_rect(self) -> QRectF | None:
+        """Where the shown frame lies in the pane (the pixmap is centred, aspect kept)."""
+        pm = self.pixmap()
+        if self.frame_size is None or pm is None or pm.isNull():
+            return None
+        return QRectF((self.width() - pm.width()) / 2, (self.height() - pm.height()) / 2,
+                      pm.width(), pm.height())
+
+    def map_box(self, box: list[float]) -> QRectF | None:
+        """A box in frame pixels mapped to pane coordinates."""
+        r = self.frame_rect()
+        if r is None or self.frame_size is None:
+            return None
+        sx, sy = r.width() / self.frame_size[0], r.height() / self.frame_size[1]
+        return QRectF(r.left() + box[0] * sx, r.top() + box[1] * sy,
+                      (box[2] - box[0]) * sx, (box[3] - box[1]) * sy)
 
 
 class PlayerWidget(QWidget):
@@ -232,8 +321,12 @@ class PlayerWidget(QWidget):
         self.status = QLabel("")
         self.export_button = QPushButton(_tr("Export…"))
         self.export_button.clicked.connect(self.export_requested.emit)
+        self.masks: list[TimelineItem] = []
+        self.show_masking = QCheckBox(_tr("show masking"))
+        self.show_masking.setChecked(True)
+        self.show_masking.toggled.connect(self._rerender)
         controls = QHBoxLayout()
-        for w in (self.play_button, QLabel(_tr("Speed")), self.speed, self.time_label):
+        for w in (self.play_button, QLabel(_tr("Speed")), self.speed, self.time_label, self.show_masking):
             controls.addWidget(w)
         controls.addWidget(self.status, 1)
         controls.addWidget(self.export_button)
@@ -255,6 +348,7 @@ class PlayerWidget(QWidget):
         self.clock = PlaybackClock(player, audio=self._audio)
         if self._audio and not self.clock.has_audio:
             self.status.setText("no audio output device: video only")
+        self.masks = [i for i in items if i.kind in ("masked", "pending") and i.detail.get("box")]
         self.timeline.set_items(items, player.duration_s)
         self.seek(0.0)
 
@@ -265,6 +359,7 @@ class PlayerWidget(QWidget):
         if self.player is not None:
             self.player.close()
         self.player, self.clock = None, None
+        self.masks = []
         self.play_button.setText(_tr("▶ Play"))
         self.camera_pane.blank("camera: —")
         self.screen_pane.blank("screen: —")
@@ -312,6 +407,21 @@ class PlayerWidget(QWidget):
         return self.clock.position_s() if self.clock else 0.0
 
     # --- rendering ---------------------------------------------------------------------------------
+    def masks_at(self, pts_s: float) -> list[tuple[list[float], str, str]]:
+        """The ledger boxes over the screen frame captured at ``pts_s``: (box, label, colour),
+        evidence gaps (not yet read) drawn last, on top. Empty when "show masking" is off."""
+        if not self.show_masking.isChecked():
+            return []
+        tol = MASK_TOLERANCE_S
+        on = [m for m in self.masks if m.start_s - tol <= pts_s <= m.end_s + tol]
+        on.sort(key=lambda m: bool(m.detail.get("pending")))
+        return [(list(m.detail["box"]), rule_label(m.label), mask_colour(m.label, bool(m.detail.get("pending"))))
+                for m in on]
+
+    def _rerender(self, *_args: Any) -> None:
+        if self.clock is not None:
+            self._render(self.clock.position_s())
+
     def _tick(self) -> None:
         if self.clock is None or self.player is None:
             return
@@ -334,7 +444,7 @@ class PlayerWidget(QWidget):
         seq = self.player.segments[self.player.segment_index_at(t_s)].seq
         gap = f"segment {seq} failed verification: not played" if seq in self.refused else "no video"
         self.camera_pane.show_frame(self.player.frame_at(CAMERA, t_s), gap)
-        self.screen_pane.show_frame(self.player.frame_at(SCREEN, t_s), gap)
+        self.screen_pane.show_frame(self.player.frame_at(SCREEN, t_s), gap, self.masks_at)
         self.timeline.set_position(t_s)
         self.time_label.setText(f"{fmt_time(t_s)} / {fmt_time(self.player.duration_s)}")
         self.position_changed.emit(t_s)

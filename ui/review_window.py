@@ -63,6 +63,14 @@ ZH: dict[str, str] = {
     "unverified": "未校验", "incomplete": "未完成", "sessions": "个会话", "of": "/",
     "▶ Play": "▶ 播放", "❚❚ Pause": "❚❚ 暂停", "Speed": "倍速", "Export…": "导出…",
     "INTACT": "完整 INTACT", "NOT INTACT": "不完整 NOT INTACT",
+    # masking overlay (player) and the timeline's rows
+    "show masking": "显示遮挡", "mobile number": "手机号", "landline number": "固定电话",
+    "ID number": "身份证号", "bank card number": "银行卡号", "labelled value": "标注字段值",
+    "possible number": "疑似号码", "name": "姓名", "address": "地址", "email address": "电子邮箱",
+    "window rule": "窗口规则", "analysis error: whole frame": "分析出错：整帧遮挡",
+    "clipped line (masked whole)": "截断行（整行遮挡）", "unreadable line (masked whole)": "无法识别的行（整行遮挡）",
+    "not yet read (evidence gap)": "尚未识别（证据缺口）", "not yet read": "尚未识别",
+    "segments": "分段", "markers": "标记", "op-log": "操作日志", "pauses": "暂停", "masked": "遮挡",
     # export (the texts of the export itself, its warnings and parts left out, stay as
     # `station export` writes them: English, like export.json and the audit log)
     "Exporting {session} to {out}…": "正在导出 {session} 到 {out}…",

@@ -9,7 +9,8 @@ The seat cannot decrypt what it recorded, so QC runs where a reviewer identity i
 * the audio/video start offset,
 * drops and gaps reported in the segment manifests,
 * required script steps (policy ``session.required_steps``) present and in order, consent,
-* the masking summary from the manifests,
+* the masking summary from the manifests, and from the sealed masking ledger the seconds of
+  evidence lost to masks of lines not yet read (:func:`pending_evidence`),
 
 and compares them with the policy thresholds ``qc.*``. The result (:class:`QcReport`, a JSON
 document) is sealed for the session's own recipients and stored beside the session as
@@ -56,8 +57,17 @@ NO_CAMERA = "no-camera"
 NO_AUDIO = "no-audio"
 NOT_INTACT = "not-intact"
 CRASH_RECOVERED = "crash-recovered"  # ended by a crash, complete up to it: not a tampering flag
+MASKING_PENDING = "masking-pending"  # too much of the screen masked only because OCR had not read it
 ALL_FLAGS = (NO_FACE, CAMERA_COVERED, SILENCE, CLIPPING, AV_OFFSET, DROPS, GAPS, MISSING_STEP,
-             STEPS_OUT_OF_ORDER, NO_CONSENT, NO_CAMERA, NO_AUDIO, NOT_INTACT, CRASH_RECOVERED)
+             STEPS_OUT_OF_ORDER, NO_CONSENT, NO_CAMERA, NO_AUDIO, NOT_INTACT, CRASH_RECOVERED,
+             MASKING_PENDING)
+
+# Masking ledger rules that hide no known value: a line not read by OCR yet (masked fail-closed)
+# and a line whose context was still being decided. Time under them is evidence lost, not protected.
+PENDING_RULES = ("unresolved", "context_pending")
+PENDING_MAX_SHARE = 0.05    # flag masking-pending above 5 % of the session (see pending_evidence)
+PENDING_MIN_S = 2.0         # ... and never for less than 2 s of lost screen-seconds
+DEFAULT_FRAME_S = 1 / 15    # a ledger record's last frame stays shown this long if fps is unknown
 
 
 @dataclass(frozen=True)
@@ -327,6 +337,57 @@ def manifest_summary(stats_list: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             "masking": masking}
 
 
+# --- masking ledger: evidence lost to masks not yet read -------------------------------------------
+
+def pending_evidence(spans: Iterable[Mapping[str, Any]], duration_s: float | None,
+                     screen_size: tuple[int, int] | None = None, frame_s: float = DEFAULT_FRAME_S
+                     ) -> dict[str, Any]:
+    """Seconds of screen evidence lost to masks of lines not yet read (``PENDING_RULES``).
+
+    ``spans`` are :meth:`~station.review.session.ReviewSession.mask_spans` (session seconds; a
+    record's ``end_s`` is its last frame's capture time, which stays on screen ``frame_s`` more).
+
+    * ``pending_s``: the union over time of the pending records: seconds during which at least
+      one not-yet-read area was masked on the screen;
+    * ``pending_screen_s``: area-weighted, the integral of the masked share of the screen
+      (``pending_area / screen_area`` summed over the records times their length): 2 s with half
+      the screen unread count 1 screen-second. None without ``screen_size``;
+    * ``pending_share``: ``pending_screen_s`` (``pending_s`` without a screen size) over the
+      session's duration. Above ``PENDING_MAX_SHARE`` and ``PENDING_MIN_S`` it is flagged.
+    """
+    ivs: list[tuple[float, float]] = []
+    weighted = 0.0
+    area = screen_size[0] * screen_size[1] if screen_size and screen_size[0] > 0 and screen_size[1] > 0 else 0
+    n = 0
+    for m in spans:
+        if m.get("rule") not in PENDING_RULES:
+            continue
+        a, b = float(m["start_s"]), float(m["end_s"]) + frame_s
+        ivs.append((a, b))
+        n += 1
+        box = m.get("box")
+        if area and isinstance(box, (list, tuple)) and len(box) == 4:
+            w = max(0.0, min(float(box[2]), screen_size[0]) - max(float(box[0]), 0.0))  # type: ignore[index]
+            h = max(0.0, min(float(box[3]), screen_size[1]) - max(float(box[1]), 0.0))  # type: ignore[index]
+            weighted += (b - a) * w * h / area
+    union = 0.0
+    cur: tuple[float, float] | None = None
+    for a, b in sorted(ivs):
+        if cur is None or a > cur[1]:
+            if cur is not None:
+                union += cur[1] - cur[0]
+            cur = (a, b)
+        else:
+            cur = (cur[0], max(cur[1], b))
+    if cur is not None:
+        union += cur[1] - cur[0]
+    lost = weighted if area else union
+    share = lost / duration_s if duration_s and duration_s > 0 else None
+    return {"pending_records": n, "pending_s": round(union, 3),
+            "pending_screen_s": round(weighted, 3) if area else None,
+            "pending_share": round(share, 4) if share is not None else None}
+
+
 # --- the report ----------------------------------------------------------------------------------
 
 @dataclass
@@ -361,8 +422,14 @@ class QcReport:
 def evaluate(session_id: str, camera: CameraQc | None, audio: AudioQc | None,
              events: Sequence[Mapping[str, Any]], stats_list: Sequence[Mapping[str, Any]],
              thresholds: Thresholds, intact: bool | None = None,
-             video_first_pts_s: float | None = None, recovered: bool = False) -> QcReport:
-    """Compare the measurements with the thresholds and produce the report with its flags."""
+             video_first_pts_s: float | None = None, recovered: bool = False,
+             mask_spans: Sequence[Mapping[str, Any]] | None = None, duration_s: float | None = None,
+             screen_size: tuple[int, int] | None = None, frame_s: float = DEFAULT_FRAME_S) -> QcReport:
+    """Compare the measurements with the thresholds and produce the report with its flags.
+
+    With ``mask_spans`` (the session's masking ledger) the metrics get :func:`pending_evidence`'s
+    figures and the flag ``masking-pending`` when the evidence lost exceeds ``PENDING_MAX_SHARE``
+    of ``duration_s`` and ``PENDING_MIN_S`` seconds."""
     flags: list[str] = []
     m: dict[str, Any] = {}
     spans: list[Span] = []
@@ -414,6 +481,14 @@ def evaluate(session_id: str, camera: CameraQc | None, audio: AudioQc | None,
     if intact is False:
         flags.append(CRASH_RECOVERED if recovered else NOT_INTACT)
     m["intact"] = intact
+    if mask_spans is not None:
+        pe = pending_evidence(mask_spans, duration_s, screen_size, frame_s)
+        m.update(pe)
+        lost = pe["pending_screen_s"] if pe["pending_screen_s"] is not None else pe["pending_s"]
+        if pe["pending_share"] is not None and pe["pending_share"] > PENDING_MAX_SHARE and lost > PENDING_MIN_S:
+            flags.append(MASKING_PENDING)
+        spans += [Span(MASKING_PENDING, float(s["start_s"]), float(s["end_s"]) + frame_s)
+                  for s in mask_spans if s.get("rule") in PENDING_RULES] if MASKING_PENDING in flags else []
     return QcReport(session_id=session_id, metrics=m, flags=flags, steps=steps, consent=consent,
                     masking=summary["masking"], spans=spans)
 
@@ -429,11 +504,18 @@ def analyse_session(rs: Any, thresholds: Thresholds, chunk_s: float = 10.0) -> Q
     camera, audio = CameraQc(), AudioQc()
     events = rs.events()
     stats = [m.get("stats") or {} for _, m in sorted(rs.manifests().items())]
+    masks = rs.mask_spans()
+    scr = rs.screen_info()
+    fps = scr.get("fps")
+    frame_s = 1 / fps if fps else DEFAULT_FRAME_S
+    size = (int(scr["width"]), int(scr["height"])) if "width" in scr and "height" in scr else None
     try:
         player = rs.player(audit=False)
     except Exception:  # nothing playable: report what the manifests and oplog say
+        dur = sum(max(0.0, r.duration_s) for r in rs.segment_refs())
         return evaluate(rs.session_id, None, None, events, stats, thresholds, intact=rs.intact,
-                        recovered=rs.verdict() == "recovered")
+                        recovered=rs.verdict() == "recovered", mask_spans=masks, duration_s=dur,
+                        screen_size=size, frame_s=frame_s)
     try:
         t = 0.0
         while t < player.duration_s:  # grows to the true end once the last segment is loaded
@@ -451,10 +533,12 @@ def analyse_session(rs: Any, thresholds: Thresholds, chunk_s: float = 10.0) -> Q
         videos = [t for k, t in firsts.items() if k != "audio"]
         v_first = min(videos) if videos else None
         audio.first_pts_s = firsts.get("audio", audio.first_pts_s)
+        duration = player.duration_s
     finally:
         player.close()
     return evaluate(rs.session_id, camera, audio, events, stats, thresholds, intact=rs.intact,
-                    video_first_pts_s=v_first, recovered=rs.verdict() == "recovered")
+                    video_first_pts_s=v_first, recovered=rs.verdict() == "recovered",
+                    mask_spans=masks, duration_s=duration, screen_size=size, frame_s=frame_s)
 
 
 def store_qc(rs: Any, report: QcReport, recipients: Sequence[Any], tmp_dir: Any) -> str:

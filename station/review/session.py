@@ -47,7 +47,10 @@ class NothingPlayable(StationError, RuntimeError):
 
 @dataclass
 class TimelineItem:
-    """Something on the timeline: kind is segment | marker | event | pause | masked | qc."""
+    """Something on the timeline: kind is segment | marker | event | pause | gap | masked | pending | qc.
+
+    ``masked`` is a value the masker hid (detail: the ledger span of :meth:`ReviewSession.mask_spans`);
+    ``pending`` is an area masked because OCR had not read it yet (an evidence gap, not a value)."""
 
     kind: str
     start_s: float
@@ -244,9 +247,68 @@ class ReviewSession:
         return self._events
 
     def mask_entries(self) -> list[dict[str, Any]]:
+        """The masking ledger records of the playable segments, as sealed (decrypted in memory)."""
         if self._masklog is None:
             self._masklog = self._jsonl("masklog")
         return self._masklog
+
+    def mono_t0_ns(self) -> int | None:
+        """The recorder's session origin on the monotonic clock (pts 0), estimated.
+
+        Ledger records carry raw monotonic capture times (``start_ns``/``end_ns``); the manifests
+        give each segment's ``started_mono_ns`` (when its sealed files were opened) and its
+        ``start_pts_ms``; the first segment's difference is taken. Its files are opened just
+        before the recording's gate (the encoders' set-up, tens of ms), so the estimate is early by
+        that much; later segments are opened after the frame that starts them, as late as the
+        pipeline's queue, and are used only when the first has no such fields."""
+        for _seq, man in sorted(self.manifests().items()):
+            a = man.get("started_mono_ns")
+            st = (man.get("stats") or {}).get("start_pts_ms")
+            if isinstance(a, int) and isinstance(st, (int, float)) and not isinstance(st, bool):
+                return a - int(st * 1_000_000)
+        return None
+
+    def screen_info(self) -> dict[str, Any]:
+        """What the manifests say of the screen source (``width``, ``height``, ``fps``), or {}."""
+        for _seq, man in sorted(self.manifests().items()):
+            src = ((man.get("meta") or {}).get("sources") or {}).get("screen")
+            if isinstance(src, dict):
+                return {k: src[k] for k in ("width", "height", "fps")
+                        if isinstance(src.get(k), (int, float)) and not isinstance(src.get(k), bool)}
+        return {}
+
+    def mask_spans(self) -> list[dict[str, Any]]:
+        """The ledger records in session time: ``rule``, ``box`` [x0, y0, x1, y1] in screen-frame
+        pixels, ``start_s``/``end_s`` (capture times of the first and last frame masked),
+        ``frames``, and ``pending`` (a line not yet read by OCR, masked fail-closed: the evidence
+        has a gap there, not a protected value). Records in ms (``start_ms``...) are taken as they
+        are; records in monotonic ns are placed with :meth:`mono_t0_ns`."""
+        out: list[dict[str, Any]] = []
+        t0: int | None = None
+        for entry in self.mask_entries():
+            span = _ms_pair(entry)
+            if span is None and isinstance(entry.get("start_ns"), int):
+                if t0 is None:
+                    t0 = self.mono_t0_ns()
+                    if t0 is None:
+                        log.warning("%s: masking ledger in ns but no manifest gives the session "
+                                    "origin; ledger not placed on the timeline", self.session_id)
+                        return out
+                a: int = entry["start_ns"]
+                end = entry.get("end_ns")
+                b: int = end if isinstance(end, int) else a
+                span = ((a - t0) / 1e9, (b - t0) / 1e9)
+            if span is None:
+                continue
+            box = entry.get("box")
+            if not (isinstance(box, list) and len(box) == 4
+                    and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in box)):
+                box = None
+            rule = str(entry.get("rule", "masked"))
+            out.append({"rule": rule, "box": box, "start_s": span[0], "end_s": max(span),
+                        "frames": entry.get("frames"), "pending": rule in qcmod.PENDING_RULES,
+                        "value_hash": entry.get("value_hash")})
+        return sorted(out, key=lambda m: (m["start_s"], m["end_s"]))
 
     # --- timeline ------------------------------------------------------------------------------
     def timeline(self, qc_report: qcmod.QcReport | None = None) -> list[TimelineItem]:
@@ -276,11 +338,9 @@ class ReviewSession:
                     if span:
                         items.append(TimelineItem("pause" if gap.get("kind") == "pause" else "gap",
                                                   span[0], span[1], str(gap.get("kind", "gap")), gap))
-        for entry in self.mask_entries():
-            span = _ms_pair(entry)
-            if span:
-                items.append(TimelineItem("masked", span[0], span[1], str(entry.get("rule", "masked")),
-                                          entry))
+        for m in self.mask_spans():  # not-yet-read lines (evidence gaps) on their own row
+            items.append(TimelineItem("pending" if m["pending"] else "masked", m["start_s"], m["end_s"],
+                                      m["rule"], m))
         if qc_report is not None:
             for sp in qc_report.spans:
                 items.append(TimelineItem("qc", sp.start_s, sp.end_s, sp.flag, {"flag": sp.flag}))
