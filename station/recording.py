@@ -210,6 +210,9 @@ class RecordingSession:
             meta: dict[str, Any] = {"agent": self.agent, "site": pol.station.site,
                                     "started_utc": clock.utc_iso(clock.t0_ns),
                                     "utc_at_t0_ns": clock.utc_at_t0_ns,
+                                    # the session origin on the monotonic clock: masking ledger
+                                    # times are on it (review places them exactly)
+                                    "mono_t0_ns": clock.t0_ns,
                                     "business_ref_hash": self._business_ref_hash(),
                                     "profile": cap.profile,
                                     "fake_devices": self.fake_devices,

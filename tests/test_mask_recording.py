@@ -79,6 +79,14 @@ def test_recording_of_a_work_sequence_shows_no_legible_pii_in_any_frame(
 
     rules = {e["rule"] for e in ledger}
     assert {"mobile", "bank_card"} <= rules, rules
+    # the ledger's capture times are on the recorder's clock, whose origin the manifest carries
+    # (meta.mono_t0_ns): every record lies within the recording on the session clock, which is
+    # where the review window draws it
+    t0 = manifest["meta"]["mono_t0_ns"]
+    summary = json.loads((sdir / "session.json").read_text("utf-8"))["summary"]
+    first, dur = summary["start_pts_ms"] / 1000, summary["duration_s"]
+    placed = [((e["start_ns"] - t0) / 1e9, (e["end_ns"] - t0) / 1e9) for e in ledger]
+    assert all(first - 0.001 <= a <= b <= first + dur + 0.3 for a, b in placed), placed[:5]
     sealed = json.dumps(ledger, ensure_ascii=False)
     for value in PLANTED["mobiles"] + PLANTED["cards"] + [PLANTED["id"], PLANTED["email"]]:
         assert value not in sealed, "the ledger holds hashes, never values"

@@ -89,3 +89,4 @@ def test_recorded_session_plays_in_sync_and_seeks_to_its_markers(station_home: P
     assert qcmod.MISSING_STEP in report.flags and report.steps["missing"] == ["terms_explained"]
     assert report.consent and qcmod.NO_FACE in report.flags      # the fake camera shows no face
     assert np.isfinite(report.metrics["av_offset_ms"])
+

@@ -260,7 +260,12 @@ class ReviewSession:
         ``start_pts_ms``; the first segment's difference is taken. Its files are opened just
         before the recording's gate (the encoders' set-up, tens of ms), so the estimate is early by
         that much; later segments are opened after the frame that starts them, as late as the
-        pipeline's queue, and are used only when the first has no such fields."""
+        pipeline's queue, and are used only when the first has no such fields. Recordings since
+        2026-12-07 carry the exact origin in ``meta.mono_t0_ns``; it is used when present."""
+        for _seq, man in sorted(self.manifests().items()):
+            exact = (man.get("meta") or {}).get("mono_t0_ns")
+            if isinstance(exact, int) and not isinstance(exact, bool):
+                return exact
         for _seq, man in sorted(self.manifests().items()):
             a = man.get("started_mono_ns")
             st = (man.get("stats") or {}).get("start_pts_ms")
