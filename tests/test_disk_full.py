@@ -222,3 +222,33 @@ def test_another_write_error_stops_with_write_error_and_closes_out_what_was_seal
     plain, complete = plaintext(sdir / "seg-000001.media.drseg", st.identity)
     dec = decode_media(plain)
     assert not complete and (dec.screen_pts_ms[-1] - dec.screen_pts_ms[0]) / 1000 >= res["duration_s"] - 1.5
+
+
+def test_a_manifest_that_needed_the_reserve_ends_the_recording_so_session_json_still_fits(
+        keyring_service: str, small_disk: Path) -> None:
+    """The disk fills between two segments: the segment's files are whole, its manifest finds no
+    space. The reserve takes the manifest, and the session must stop there: a next segment would
+    eat what is left of the reserve and session.json would not fit (seen in a CI run: session.json
+    missing, '.session.json.tmp' left). A manifest is never left cut either."""
+    import nacl.public
+    import nacl.signing
+
+    from station.crypto.keys import recipient_text
+    from station.crypto.session import SessionSealer
+
+    ident = nacl.public.PrivateKey.generate()
+    sdir = small_disk / "s"
+    sealer = SessionSealer(sdir, "20261207T000000Z-0badd15d", "st", [recipient_text(ident.public_key)],
+                           nacl.signing.SigningKey.generate(), {"agent": "a"}, reserve_bytes=512 * 1024)
+    with sealer.open_segment(1, "media") as w:
+        w.write(os.urandom(100_000))
+    fill(small_disk, 0)
+    man = sealer.close_segment(1, {"pad": "x" * 20_000})  # bigger than any page left over
+    assert man["seq"] == 1 and not (sdir / ".seg-000001.manifest.json.tmp").exists()
+    with pytest.raises(OSError) as err:
+        sealer.open_segment(2, "media")
+    assert err.value.errno == 28
+    sealer.finish("disk-full", {"pad": "y" * 20_000})
+    assert json.loads((sdir / "session.json").read_text())["end_reason"] == "disk-full"
+    assert sorted(p.name for p in sdir.iterdir()) == [
+        "checkpoints.log", "seg-000001.manifest.json", "seg-000001.media.drseg", "session.json"]

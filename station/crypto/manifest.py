@@ -10,6 +10,7 @@ exactly the canonical encoding followed by one newline.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -67,10 +68,19 @@ def write_manifest(path: Path, manifest: dict[str, Any]) -> None:
     tmp = path.with_name("." + path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:
-        os.write(fd, canonical_json(manifest) + b"\n")
+        data = canonical_json(manifest) + b"\n"
+        off = 0
+        while off < len(data):  # a full disk can take part of it: never rename a cut manifest
+            n = os.write(fd, data[off:])
+            if n <= 0:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(tmp))
+            off += n
         os.fsync(fd)
-    finally:
+    except BaseException:
         os.close(fd)
+        tmp.unlink(missing_ok=True)
+        raise
+    os.close(fd)
     os.rename(tmp, path)
     dfd = os.open(path.parent, os.O_RDONLY)
     try:

@@ -18,6 +18,7 @@ by another process skips sessions that are still recording.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -280,6 +281,11 @@ class SessionSealer:
     def _open_segment(self, seq: int, kind: str) -> SealedWriter:
         if self.finished is not None:
             raise SealError("session already finished")
+        if self._reserve is not None and not self._reserve.held:
+            # the disk filled (a manifest needed the reserve): what is left of it is for
+            # closing the session out, not for recording on
+            raise OSError(errno.ENOSPC, "disk full: the session is closing out on its reserve",
+                          str(self.dir))
         if not self.recipients:
             raise SealError("no recipients: the policy must name at least one (crypto.recipients)")
         if kind not in KINDS:
