@@ -56,7 +56,8 @@ def shoot(out: Path) -> int:
     home = Path(tempfile.mkdtemp(prefix="dualrec-shots-"))
     app = App(Context(data_dir=home), factory=factory, desktop=False, upload=False)
     app.flow.default_agent = "agent-0815"
-    app.backlog_text = lambda: "3 (42.7 MiB)"  # type: ignore[method-assign]
+    app.backlog_info = lambda: {  # type: ignore[method-assign]
+        "count": 3, "bytes": int(42.7 * (1 << 20)), "last_error": None, "quarantined": []}
     gui = Gui(app, "en")
     gui.window.show()
     qapp = gui.qapp
