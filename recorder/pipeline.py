@@ -59,6 +59,8 @@ class Sealer(Protocol):
 
     def close_segment(self, seq: int, stats: dict[str, Any]) -> dict[str, Any]: ...
 
+    def write_error(self) -> OSError | None: ...
+
 
 @dataclass
 class StreamStats:
@@ -286,7 +288,7 @@ class Pipeline:
         """``disk-full`` when a write failed for lack of space (ENOSPC/EDQUOT), whether the
         error reached us directly or through the muxer; ``write-error`` when a sealed file's write
         failed otherwise (EIO, a file system remounted read-only); ``encoder-error`` otherwise."""
-        write_error = getattr(self.sealer, "write_error", lambda: None)()
+        write_error = self.sealer.write_error()
         if is_disk_full(exc) or is_disk_full(write_error):
             return StopCode.DISK_FULL
         if write_error is not None:

@@ -170,6 +170,9 @@ class MemSealer:
         self.closed.append((seq, stats))
         return {"seq": seq}
 
+    def write_error(self) -> OSError | None:
+        return None
+
 
 def small_config(**kw: Any) -> PipelineConfig:
     base: dict[str, Any] = {"screen": VideoSpec(320, 240, 10, preset="ultrafast"),
