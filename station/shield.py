@@ -98,9 +98,13 @@ def customer_hash(salt: bytes, fields: dict[str, str]) -> str:
     link a call centre has), else the id number, else the name."""
     for key in ("number", "id_number", "name"):
         if fields.get(key):
-            mac = hmac.new(salt, f"{key}:{normalise(key, fields[key])}".encode(), hashlib.sha256)
-            return "hs256:" + mac.hexdigest()
+            return _hs256(salt, f"{key}:{normalise(key, fields[key])}")
     return ""
+
+
+def _hs256(salt: bytes, text: str) -> str:
+    """The salted link hash written in clear: ``hs256:`` + HMAC-SHA-256 hex."""
+    return "hs256:" + hmac.new(salt, text.encode(), hashlib.sha256).hexdigest()
 
 
 def business_ref_hash(salt: bytes, ref: str) -> str:
@@ -111,7 +115,7 @@ def business_ref_hash(salt: bytes, ref: str) -> str:
     ref = " ".join((ref or "").split())
     if not ref:
         return ""
-    return "hs256:" + hmac.new(salt, f"business_ref:{ref}".encode(), hashlib.sha256).hexdigest()
+    return _hs256(salt, f"business_ref:{ref}")
 
 
 def shield(raw: Any, salt: bytes) -> Customer:
